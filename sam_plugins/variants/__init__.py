@@ -1,0 +1,1 @@
+"""Every variant, one short module each family; importing this package registers them all."""

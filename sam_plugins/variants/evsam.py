@@ -1,0 +1,87 @@
+"""X-SAM (Duan, Chen & Guan, Algorithm 2), registered as ``evsam``: eigenvector-corrected SAM.
+
+Every ``eig_every`` updates, ``eig_iters`` power iterations estimate the top Hessian eigenvector v at
+θ. The Hessian-vector products are finite differences of gradients on the same batch,
+H·v ≈ (∇L(θ + h·v) − ∇L(θ))/h, so any plain closure works (one extra gradient pass per iteration).
+The update direction is the unit perturbed gradient ĝ = g_k/‖g_k‖ corrected as in Eq. 11:
+ĝ − α·sign(⟨g_k, v⟩)·⟨ĝ, v⟩·v.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..engine import COMMON, SharpnessAware, Update
+from ..hyper import Hyper
+from ..registry import register
+from ..tensors import dot, global_norm, to_host
+
+
+@register
+class EVSAM(SharpnessAware):
+    """X-SAM: SAM whose unit update direction is damped along the dominant Hessian eigenvector."""
+
+    name = "evsam"
+    hyperparameters = COMMON + (
+        Hyper("alpha", float, 0.2, "correction strength α along the top eigenvector", low=0.0, high=2.0),
+        Hyper("eig_every", int, 5, "refresh the eigenvector every p updates", low=1),
+        Hyper("eig_iters", int, 5, "power iterations q per refresh (one gradient pass each)", low=1),
+        Hyper("eig_warm_start", bool, True, "start each refresh from the previous eigenvector"),
+        Hyper("eig_eps", float, 1e-3, "finite-difference step h of the Hessian-vector products",
+              low=0.0, low_open=True),
+        Hyper("seed", int, 0, "seed of the random start vector of the power iteration", low=0),
+    )
+
+    def _initial_scalars(self) -> dict[str, Any]:
+        return {"eig_refreshes": 0}
+
+    def _prepare(self, ctx: Update) -> bool:
+        current = [self.state[p].get("eigvec") for p in ctx.params]
+        missing = any(v is None for v in current)
+        if not missing and self.counters["updates"] % self.hp.eig_every != 0:
+            ctx.kept["eigvec"] = current
+            return True
+        g0 = self._keep_grads(ctx, "g0")
+        vec = self._random_unit(ctx) if missing or not self.hp.eig_warm_start else current
+        for _ in range(self.hp.eig_iters):
+            torch._foreach_copy_(ctx.params, self._backup)
+            torch._foreach_add_(ctx.params, vec, alpha=self.hp.eig_eps)
+            loss = self._gradient_pass(ctx)
+            product = torch._foreach_sub(ctx.grads(), g0)
+            norm, loss_value = to_host(global_norm(product), loss)
+            if not (math.isfinite(norm) and math.isfinite(loss_value)):
+                return False
+            if norm == 0:
+                break
+            torch._foreach_mul_(product, 1.0 / norm)
+            vec = product
+        torch._foreach_copy_(ctx.params, self._backup)
+        for p, g in zip(ctx.params, g0):
+            p.grad = g
+        ctx.kept["eigvec"] = vec
+        ctx.pending_tensors["eigvec"] = vec
+        ctx.pending_scalars["eig_refreshes"] = self.scalars["eig_refreshes"] + 1
+        return True
+
+    def _random_unit(self, ctx: Update) -> list[Tensor]:
+        generator = torch.Generator().manual_seed(self.hp.seed + self.scalars["eig_refreshes"])
+        vec = [torch.randn(p.shape, generator=generator).to(p) for p in ctx.params]
+        torch._foreach_div_(vec, global_norm(vec))
+        return vec
+
+    def _combine(self, ctx: Update) -> bool:
+        grads, norm = ctx.grads(), ctx.norms[self.hp.steps]
+        if norm == 0:
+            return True
+        vec = ctx.kept["eigvec"]
+        (inner,) = to_host(dot(grads, vec))
+        cosine = inner / norm
+        sign = math.copysign(1.0, inner) if inner != 0 else 0.0
+        torch._foreach_mul_(grads, ctx.loss_scale / norm)
+        torch._foreach_add_(grads, vec, alpha=-self.hp.alpha * sign * cosine * ctx.loss_scale)
+        ctx.stats["eig_cosine"] = cosine
+        return True

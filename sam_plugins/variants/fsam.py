@@ -1,0 +1,45 @@
+"""F-SAM (Li et al., CVPR 2024, Algorithm 1): ascend along g − σ·m, m an EMA of past gradients.
+
+As in the official code, the first update is plain SAM and starts the EMA at g; afterwards the
+ascent direction is g − σ·m_{t−1} and the EMA is fed the raw minibatch gradient at θ:
+m_t = λ·m_{t−1} + (1 − λ)·g_t. ``adaptive=True`` gives F-ASAM.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..engine import COMMON, SharpnessAware, Update
+from ..hyper import Hyper
+from ..registry import register
+
+
+@register
+class FSAM(SharpnessAware):
+    """Friendly SAM: perturb along the stochastic-noise part of the gradient."""
+
+    name = "fsam"
+    hyperparameters = COMMON + (
+        Hyper("sigma", float, 1.0, "σ: how much of the gradient EMA is removed from the ascent direction", low=0.0),
+        Hyper("lam", float, 0.9, "λ: decay of the gradient EMA (0.6 CIFAR, 0.95 ImageNet in the paper)",
+              low=0.0, high=1.0, high_open=True),
+    )
+
+    def _prepare(self, ctx: Update) -> bool:
+        grads = ctx.grads()
+        ema = [self.state[p].get("ema") for p in ctx.params]
+        if any(m is None for m in ema):
+            ctx.pending_tensors["ema"] = torch._foreach_mul(grads, 1.0 / ctx.loss_scale)
+            return True
+        new = torch._foreach_mul(ema, self.hp.lam)
+        torch._foreach_add_(new, grads, alpha=(1.0 - self.hp.lam) / ctx.loss_scale)
+        ctx.pending_tensors["ema"] = new
+        ctx.kept["ema"] = ema
+        return True
+
+    def _ascent_direction(self, ctx: Update, i: int) -> list[Tensor] | None:
+        ema = ctx.kept.get("ema")
+        if ema is None:
+            return None
+        return torch._foreach_add(ctx.grads(), ema, alpha=-self.hp.sigma * ctx.loss_scale)

@@ -1,0 +1,27 @@
+"""SAM (Foret et al. 2021; ``steps=k`` gives multi-step SAM) and ASAM (Kwon et al. 2021)."""
+
+from __future__ import annotations
+
+from ..engine import ADAPTIVE, COMMON, RHO, SharpnessAware
+from ..registry import register
+
+
+@register
+class SAM(SharpnessAware):
+    """Update with g_k, the gradient after k normalized ascent steps of ρ/k each."""
+
+    name = "sam"
+    hyperparameters = COMMON
+
+
+@register
+class ASAM(SharpnessAware):
+    """Adaptive SAM: ε = ρ·T²g/‖Tg‖ with T = |w| + η on every parameter with a gradient.
+
+    The official code scales only tensors named ``weight``; an optimizer sees no names, so pass biases
+    and normalization parameters in a group of a plain ``sam`` instance if you need that split.
+    """
+
+    name = "asam"
+    hyperparameters = tuple(
+        RHO.with_default(0.5) if h is RHO else ADAPTIVE.with_default(True) if h is ADAPTIVE else h for h in COMMON)

@@ -1,0 +1,143 @@
+"""XSAM (Chen & Zhou, ICLR 2026, Algorithm 1): probe the maximum on the plane of (ϑ_k − ϑ_0, g_k).
+
+After k ascent steps, v0 = (ϑ_k − ϑ_0)/‖·‖ and v1 = g_k/‖g_k‖ span a plane; v(α) is their spherical
+interpolation. Every probe evaluates L(ϑ_0 + ρ_m·v(α)) on the same batch for α on a grid over
+[0, alpha_max] (forward passes only) and keeps the argmax α*; the update direction is
+scale·v(α*), the scale being ‖g_k‖ by default (App. F lists the alternatives).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..engine import COMMON, RHO, SharpnessAware, Update
+from ..hyper import Hyper
+from ..registry import register
+from ..tensors import dot, global_norm, to_host
+
+GRAD_SCALES = ("norm_k", "norm_0", "mean_norm", "max_norm", "slope_k", "slope_m")
+
+
+@dataclass(frozen=True)
+class Plane:
+    """The probe plane: ‖ϑ_k − ϑ_0‖, ‖g_k‖ and the angle ψ between them."""
+
+    delta_norm: float
+    grad_norm: float
+    psi: float
+
+    @classmethod
+    def from_inner(cls, delta_norm: float, grad_norm: float, inner: float) -> Plane:
+        if delta_norm > 0 and grad_norm > 0:
+            cosine = min(1.0, max(-1.0, inner / (delta_norm * grad_norm)))
+            return cls(delta_norm, grad_norm, math.acos(cosine))
+        return cls(delta_norm, grad_norm, 0.0)
+
+    def coefficients(self, alpha: float) -> tuple[float, float]:
+        """(c0, c1) with v(α) = c0·v0 + c1·v1; v(α) = v0 where the plane degenerates (sin ψ ≈ 0)."""
+        if self.delta_norm == 0:
+            return 0.0, 1.0
+        sin_psi = math.sin(self.psi)
+        if self.grad_norm == 0 or sin_psi < 1e-6:
+            return 1.0, 0.0
+        return math.sin((1.0 - alpha) * self.psi) / sin_psi, math.sin(alpha * self.psi) / sin_psi
+
+
+@register
+class XSAM(SharpnessAware):
+    """Explicit SAM: update along the probed direction v(α*) away from the neighbourhood maximum."""
+
+    name = "xsam"
+    hyperparameters = tuple(RHO.with_default(0.15) if h is RHO else h for h in COMMON) + (
+        Hyper("rho_m", float, 0.3, "radius ρ_m of the neighbourhood where the maximum is probed",
+              low=0.0, low_open=True),
+        Hyper("alpha", float, 1.0, "starting α*, and the fixed α when probe is off (1: SAM's direction)"),
+        Hyper("alpha_max", float, 2.0, "upper end a of the probed α grid [0, a]", low=0.0, low_open=True),
+        Hyper("alpha_samples", int, 21, "number of α values probed, evenly spaced over [0, alpha_max]", low=1),
+        Hyper("probe", bool, True, "probe α* (False: keep the fixed alpha, the paper's WSAM-like baseline)"),
+        Hyper("probe_every", int, 0,
+              "also probe every N updates (0: only on the first update and after each begin_epoch())", low=0),
+        Hyper("grad_scale", str, "norm_k", "length of the update: ‖g_k‖, ‖g_0‖, the mean or max ‖g_i‖, "
+              "or the loss slope towards ϑ_k or towards the probed maximum (App. F)", choices=GRAD_SCALES),
+    )
+
+    def _initial_scalars(self) -> dict[str, Any]:
+        return {"alpha": self.hp.alpha, "probe_pending": True}
+
+    def begin_epoch(self) -> None:
+        """Probe α* on the next update (the official code probes on each epoch's first batch)."""
+        self.scalars["probe_pending"] = True
+
+    def alphas(self) -> list[float]:
+        return torch.linspace(0.0, self.hp.alpha_max, self.hp.alpha_samples, dtype=torch.float64).tolist()
+
+    def _probe_due(self) -> bool:
+        every = self.hp.probe_every
+        return self.hp.probe and (self.scalars["probe_pending"] or
+                                  (every > 0 and self.counters["updates"] % every == 0))
+
+    def _combine(self, ctx: Update) -> bool:
+        params, grads = ctx.params, ctx.grads()
+        torch._foreach_sub_(params, self._backup)
+        delta_norm, inner = to_host(global_norm(params), dot(params, grads))
+        plane = Plane.from_inner(delta_norm, ctx.norms[self.hp.steps], inner)
+        probe = self._probe_due()
+        delta = params
+        if probe or self.hp.grad_scale == "slope_m":
+            delta = torch._foreach_mul(params, 1.0)
+        alpha, peak = self.scalars["alpha"], None
+        if probe:
+            alphas = self.alphas()
+            losses = self._probe_losses(ctx, delta, plane, alphas)
+            finite = [(value, -i) for i, value in enumerate(losses) if math.isfinite(value)]
+            if finite:
+                peak, best = max(finite)
+                alpha = alphas[-best]
+                ctx.pending_scalars.update(alpha=alpha, probe_pending=False)
+        if self.hp.grad_scale == "slope_m" and peak is None:
+            (peak,) = self._probe_losses(ctx, delta, plane, [alpha])
+        scale = self._scale(ctx, plane, peak)
+        c0, c1 = plane.coefficients(alpha)
+        torch._foreach_mul_(grads, scale * c1 / plane.grad_norm if plane.grad_norm > 0 else 0.0)
+        if c0 != 0.0 and plane.delta_norm > 0:
+            torch._foreach_add_(grads, delta, alpha=scale * c0 / plane.delta_norm)
+        ctx.stats.update(alpha=alpha, psi=plane.psi, probed=float(probe))
+        return True
+
+    def _probe_losses(self, ctx: Update, delta: list[Tensor], plane: Plane, alphas: list[float]) -> list[float]:
+        """L(ϑ_0 + ρ_m·v(α)) for each α, forward only, averaged over replicas when distributed."""
+        grads, losses = ctx.grads(), []
+        for alpha in alphas:
+            c0, c1 = plane.coefficients(alpha)
+            torch._foreach_copy_(ctx.params, self._backup)
+            if c0 != 0.0 and plane.delta_norm > 0:
+                torch._foreach_add_(ctx.params, delta, alpha=self.hp.rho_m * c0 / plane.delta_norm)
+            if c1 != 0.0 and plane.grad_norm > 0:
+                torch._foreach_add_(ctx.params, grads, alpha=self.hp.rho_m * c1 / plane.grad_norm)
+            losses.append(self._forward_pass(ctx).float().reshape(()))
+        values = torch.stack(losses)
+        if self.distributed is not None:
+            values = self.distributed.mean(values)
+        return values.tolist()
+
+    def _scale(self, ctx: Update, plane: Plane, peak: float | None) -> float:
+        norms, losses, k = ctx.norms, ctx.losses, self.hp.steps
+        choice = self.hp.grad_scale
+        if choice == "norm_k":
+            return norms[k]
+        if choice == "norm_0":
+            return norms[0]
+        if choice == "mean_norm":
+            return sum(norms) / len(norms)
+        if choice == "max_norm":
+            return max(norms)
+        if choice == "slope_k":
+            slope = (losses[k] - losses[0]) / plane.delta_norm if plane.delta_norm > 0 else 0.0
+        else:
+            slope = (peak - losses[0]) / self.hp.rho_m
+        return slope * ctx.loss_scale
