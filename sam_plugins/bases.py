@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Union
+from typing import Any
 
 import torch
 
-BaseSpec = Union[str, Callable[..., torch.optim.Optimizer]]
+BaseSpec = str | Callable[..., torch.optim.Optimizer]
 
 BASES: dict[str, type[torch.optim.Optimizer]] = {
     "sgd": torch.optim.SGD,

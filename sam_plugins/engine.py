@@ -146,9 +146,9 @@ class SharpnessAware(torch.optim.Optimizer):
         try:
             self.base = base_cls(params, **base_kwargs)
         except TypeError as err:
-            raise TypeError(f"{type(self).__name__}: the base optimizer {getattr(base_cls, '__name__', base_cls)} "
-                            f"rejected {sorted(base_kwargs)} ({err}); hyperparameters of {self.name!r} are "
-                            f"{sorted(declared)}") from err
+            raise TypeError(f"{type(self).__name__}: building the base optimizer "
+                            f"{getattr(base_cls, '__name__', base_cls)} with {sorted(base_kwargs)} failed ({err}); "
+                            f"hyperparameters of {self.name!r} are {sorted(declared)}") from err
         super().__init__(self.base.param_groups, self.base.defaults)
         self.param_groups = self.base.param_groups
         self.model = model
@@ -245,7 +245,7 @@ class SharpnessAware(torch.optim.Optimizer):
         if not ok:
             return self._skip(ctx, loss0)
         self._finish(ctx)
-        return loss0
+        return loss0.detach()
 
     def _ascend_and_combine(self, ctx: Update) -> bool:
         if not self._prepare(ctx):
@@ -268,7 +268,8 @@ class SharpnessAware(torch.optim.Optimizer):
         with torch.enable_grad():
             loss = ctx.closure()
         if not isinstance(loss, Tensor):
-            raise TypeError(f"{type(self).__name__}: the closure must return the loss tensor, got {type(loss).__name__}")
+            raise TypeError(f"{type(self).__name__}: the closure must return the loss tensor, "
+                            f"got {type(loss).__name__}")
         return loss
 
     def _forward_pass(self, ctx: Update) -> Tensor:
@@ -346,7 +347,7 @@ class SharpnessAware(torch.optim.Optimizer):
             self.grad_scaler.unscale_(self.base)
         for p in ctx.params:
             p.grad = None
-        return loss0
+        return loss0.detach()
 
     def _finish(self, ctx: Update) -> None:
         """Reduce across replicas, unscale once, clip, commit staged state, base step."""

@@ -26,7 +26,8 @@ class EVSAM(SharpnessAware):
     """X-SAM: SAM whose unit update direction is damped along the dominant Hessian eigenvector."""
 
     name = "evsam"
-    hyperparameters = COMMON + (
+    hyperparameters = (
+        *COMMON,
         Hyper("alpha", float, 0.2, "correction strength α along the top eigenvector", low=0.0, high=2.0),
         Hyper("eig_every", int, 5, "refresh the eigenvector every p updates", low=1),
         Hyper("eig_iters", int, 5, "power iterations q per refresh (one gradient pass each)", low=1),

@@ -20,7 +20,8 @@ class FSAM(SharpnessAware):
     """Friendly SAM: perturb along the stochastic-noise part of the gradient."""
 
     name = "fsam"
-    hyperparameters = COMMON + (
+    hyperparameters = (
+        *COMMON,
         Hyper("sigma", float, 1.0, "σ: how much of the gradient EMA is removed from the ascent direction", low=0.0),
         Hyper("lam", float, 0.9, "λ: decay of the gradient EMA (0.6 CIFAR, 0.95 ImageNet in the paper)",
               low=0.0, high=1.0, high_open=True),

@@ -23,8 +23,10 @@ class WSAM(_KeepsFirstGradient):
     """Weighted SAM (Yue et al. 2023): update with (1 − β)·g_0 + β·g_k."""
 
     name = "wsam"
-    hyperparameters = COMMON + (
-        Hyper("beta", float, 0.9, "weight β of the perturbed gradient in (1 − β)·g_0 + β·g_k", low=0.0),)
+    hyperparameters = (
+        *COMMON,
+        Hyper("beta", float, 0.9, "weight β of the perturbed gradient in (1 − β)·g_0 + β·g_k", low=0.0),
+    )
 
     def _combine(self, ctx: Update) -> bool:
         grads = ctx.grads()
@@ -42,7 +44,8 @@ class GSAM(_KeepsFirstGradient):
     """
 
     name = "gsam"
-    hyperparameters = COMMON + (
+    hyperparameters = (
+        *COMMON,
         Hyper("alpha", float, 0.4, "strength a of the ascent along the part of g_0 orthogonal to g_k", low=0.0),
         Hyper("rho_min", float, 0.0, "ρ reached when the learning rate reaches lr_min", low=0.0),
         Hyper("lr_min", float, 0.0, "learning rate at which ρ reaches rho_min", low=0.0),
@@ -50,7 +53,8 @@ class GSAM(_KeepsFirstGradient):
 
     def _validate(self) -> None:
         if self.hp.rho_min > self.hp.rho:
-            raise ValueError(f"GSAM: rho_min={self.hp.rho_min!r} is invalid; allowed: a float in [0, rho={self.hp.rho!r}]")
+            raise ValueError(f"GSAM: rho_min={self.hp.rho_min!r} is invalid; "
+                             f"allowed: a float in [0, rho={self.hp.rho!r}]")
 
     def _initial_scalars(self) -> dict[str, Any]:
         group = self.param_groups[0]

@@ -53,7 +53,8 @@ class XSAM(SharpnessAware):
     """Explicit SAM: update along the probed direction v(α*) away from the neighbourhood maximum."""
 
     name = "xsam"
-    hyperparameters = tuple(RHO.with_default(0.15) if h is RHO else h for h in COMMON) + (
+    hyperparameters = (
+        *(RHO.with_default(0.15) if h is RHO else h for h in COMMON),
         Hyper("rho_m", float, 0.3, "radius ρ_m of the neighbourhood where the maximum is probed",
               low=0.0, low_open=True),
         Hyper("alpha", float, 1.0, "starting α*, and the fixed α when probe is off (1: SAM's direction)"),
@@ -119,7 +120,7 @@ class XSAM(SharpnessAware):
                 torch._foreach_add_(ctx.params, delta, alpha=self.hp.rho_m * c0 / plane.delta_norm)
             if c1 != 0.0 and plane.grad_norm > 0:
                 torch._foreach_add_(ctx.params, grads, alpha=self.hp.rho_m * c1 / plane.grad_norm)
-            losses.append(self._forward_pass(ctx).float().reshape(()))
+            losses.append(self._forward_pass(ctx).to(torch.float64).reshape(()))
         values = torch.stack(losses)
         if self.distributed is not None:
             values = self.distributed.mean(values)

@@ -1,0 +1,17 @@
+# The two commands of the README: `make demo` (the main job) and `make test`.
+# Each first creates or refreshes the project-local virtual environment .venv (tools/bootstrap.sh).
+PY := .venv/bin/python
+
+.PHONY: demo test lint venv
+
+venv:
+	@tools/bootstrap.sh dev
+
+demo: venv
+	$(PY) -m sam_plugins.demo --out out/demo
+
+lint: venv
+	$(PY) -m ruff check .
+
+test: lint
+	$(PY) -m pytest -q

@@ -1,0 +1,417 @@
+"""Engine guarantees shared by every variant: exact restore, skips, AMP, BatchNorm, RNG, errors, state."""
+
+from __future__ import annotations
+
+import io
+import math
+
+import pytest
+import torch
+from reference import flat, make_data, make_model
+from torch import nn
+
+import sam_plugins
+from sam_plugins.variants.xsam import Plane
+
+ALL = sam_plugins.available()
+
+
+def mse_closure(opt, model, x, y, *, helper=True, poison=None):
+    """A closure; ``poison`` maps call numbers (1-based) to a loss multiplier (nan, inf) for that call."""
+    calls = {"n": 0}
+
+    def closure():
+        calls["n"] += 1
+        loss = ((model(x) - y) ** 2).mean()
+        if poison and calls["n"] in poison:
+            loss = loss * poison[calls["n"]]
+        if helper:
+            opt.backward(loss)
+        else:
+            loss.backward()
+        return loss
+
+    closure.calls = calls
+    return closure
+
+
+def snapshot(opt):
+    buffer = io.BytesIO()
+    torch.save(opt.state_dict(), buffer)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_theta_restored_bit_identically(name):
+    model = make_model()
+    x, y = make_data()
+    before = [p.detach().clone() for p in model.parameters()]
+    opt = sam_plugins.create(name, model.parameters(), base="sgd", lr=0.0, rho=0.37, steps=2)
+    opt.step(mse_closure(opt, model, x, y))
+    for b, p in zip(before, model.parameters()):
+        assert torch.equal(b, p)
+
+
+@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("bad_call", [1, 2, 3])
+@pytest.mark.parametrize("bad_value", [float("nan"), float("inf")])
+def test_non_finite_pass_skips_without_changing_anything(name, bad_call, bad_value):
+    model = make_model()
+    x, y = make_data()
+    opt = sam_plugins.create(name, model.parameters(), base="adamw", lr=0.01, steps=2)
+    opt.step(mse_closure(opt, model, x, y))
+    params, state = flat(model), snapshot(opt)
+    loss = opt.step(mse_closure(opt, model, x, y, poison={bad_call: bad_value}))
+    assert isinstance(loss, torch.Tensor)
+    assert torch.equal(flat(model), params)
+    after = opt.state_dict()
+    assert after["sam"]["counters"] == {"updates": 1, "skipped": 1}
+    after["sam"]["counters"]["skipped"] = 0
+    buffer = io.BytesIO()
+    torch.save(after, buffer)
+    assert buffer.getvalue() == state
+    assert opt.stats["skipped"] == 1.0
+    opt.step(mse_closure(opt, model, x, y))
+    assert opt.counters == {"updates": 2, "skipped": 1}
+
+
+def test_exception_in_closure_restores_parameters():
+    model = make_model()
+    x, y = make_data()
+    opt = sam_plugins.create("xsam", model.parameters(), lr=0.1)
+    params = flat(model)
+    inner = mse_closure(opt, model, x, y)
+
+    def closure():
+        if inner.calls["n"] == 3:
+            raise KeyboardInterrupt
+        return inner()
+
+    with pytest.raises(KeyboardInterrupt):
+        opt.step(closure)
+    assert torch.equal(flat(model), params)
+
+
+@pytest.mark.parametrize("name", ["sam", "xsam", "evsam", "fsam", "msamplus", "lsam", "gsam", "wsam"])
+def test_grad_scaler_gives_the_same_update(name):
+    """Loss scaling by a power of two changes no direction: results equal the unscaled run."""
+    results = []
+    for scaler in (None, torch.amp.GradScaler("cpu", init_scale=2.0**10)):
+        model = make_model()
+        x, y = make_data()
+        extra = {"grad_scale": "slope_m"} if name == "xsam" else {}
+        opt = sam_plugins.create(name, model.parameters(), base="sgd", lr=0.1, momentum=0.9, steps=2,
+                                 grad_scaler=scaler, **extra)
+        for _ in range(3):
+            opt.step(mse_closure(opt, model, x, y))
+            if scaler is not None:
+                scaler.update()
+        results.append(flat(model))
+    torch.testing.assert_close(results[0], results[1], rtol=1e-12, atol=1e-14)
+
+
+def test_grad_scaler_backs_off_on_overflow():
+    model = make_model()
+    x, y = make_data()
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)
+    opt = sam_plugins.create("xsam", model.parameters(), lr=0.1, grad_scaler=scaler)
+    params = flat(model)
+    opt.step(mse_closure(opt, model, x, y, poison={2: float("inf")}))
+    scaler.update()
+    assert scaler.get_scale() == 2.0**9
+    assert torch.equal(flat(model), params)
+    opt.step(mse_closure(opt, model, x, y))
+    scaler.update()
+    assert not torch.equal(flat(model), params)
+
+
+@pytest.mark.parametrize("name", ["sam", "xsam", "fsam"])
+def test_bf16_autocast_runs(name):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3))
+    x, y = torch.randn(32, 8), torch.randint(0, 3, (32,))
+    opt = sam_plugins.create(name, model.parameters(), lr=0.1)
+    before = [p.detach().clone() for p in model.parameters()]
+
+    def closure():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = nn.functional.cross_entropy(model(x), y)
+        opt.backward(loss)
+        return loss
+
+    losses = [float(opt.step(closure)) for _ in range(5)]
+    assert all(math.isfinite(v) for v in losses)
+    assert losses[-1] < losses[0]
+    assert all(not torch.equal(b, p) for b, p in zip(before, model.parameters()))
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_zero_gradient_is_no_perturbation_and_no_nan(name):
+    model = make_model()
+    opt = sam_plugins.create(name, model.parameters(), lr=0.1, momentum=0.9)
+    params = flat(model)
+
+    def closure():
+        loss = sum((p * 0).sum() for p in model.parameters()) + 1.0
+        opt.backward(loss)
+        return loss
+
+    opt.step(closure)
+    assert torch.equal(flat(model), params)
+    assert opt.counters["updates"] == 1
+
+
+def test_parallel_gradients_psi_zero():
+    """A linear loss has a constant gradient: v0 = v1, ψ = 0, and XSAM steps like SGD."""
+    w = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64, requires_grad=True)
+    c = torch.tensor([0.3, 0.4, -1.2], dtype=torch.float64)
+    opt = sam_plugins.create("xsam", [w], lr=0.1)
+
+    def closure():
+        loss = w @ c
+        opt.backward(loss)
+        return loss
+
+    opt.step(closure)
+    assert opt.stats["psi"] == pytest.approx(0.0, abs=1e-6)
+    torch.testing.assert_close(w.detach(), torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64) - 0.1 * c)
+
+
+def test_plane_coefficients_degenerate_angles():
+    assert Plane(1.0, 1.0, math.pi).coefficients(0.7) == (1.0, 0.0)
+    assert Plane(1.0, 1.0, 0.0).coefficients(1.3) == (1.0, 0.0)
+    assert Plane(0.0, 2.0, 0.0).coefficients(0.3) == (0.0, 1.0)
+    assert Plane.from_inner(1.0, 1.0, 1.0 + 1e-9).psi == 0.0
+    assert Plane.from_inner(1.0, 1.0, -1.0 - 1e-9).psi == math.pi
+    c0, c1 = Plane(1.0, 1.0, math.pi / 2).coefficients(0.5)
+    assert c0 == pytest.approx(math.sqrt(0.5)) and c1 == pytest.approx(math.sqrt(0.5))
+
+
+def test_non_finite_probe_loss_is_never_chosen():
+    x, y = make_data()
+    model = make_model()
+    opt = sam_plugins.create("xsam", model.parameters(), lr=0.1, rho=0.3, rho_m=0.9)
+    opt.step(mse_closure(opt, model, x, y))
+    best = opt.scalars["alpha"]
+    alphas = opt.alphas()
+    best_call = 3 + alphas.index(best)
+    model = make_model()
+    opt = sam_plugins.create("xsam", model.parameters(), lr=0.1, rho=0.3, rho_m=0.9)
+    opt.step(mse_closure(opt, model, x, y, poison={best_call: float("nan")}))
+    assert opt.scalars["alpha"] != best
+    assert math.isfinite(opt.scalars["alpha"])
+    assert opt.counters == {"updates": 1, "skipped": 0}
+
+
+def test_all_probe_losses_non_finite_keeps_alpha_and_probes_again():
+    x, y = make_data()
+    model = make_model()
+    opt = sam_plugins.create("xsam", model.parameters(), lr=0.1, alpha=0.8)
+    opt.step(mse_closure(opt, model, x, y, poison={n: float("nan") for n in range(3, 24)}))
+    assert opt.scalars == {"alpha": 0.8, "probe_pending": True}
+    opt.step(mse_closure(opt, model, x, y))
+    assert opt.scalars["probe_pending"] is False
+
+
+def test_plain_closure_equals_helper_closure_and_probes_are_forward_only():
+    results, grad_modes = [], []
+    for helper in (True, False):
+        model = make_model()
+        x, y = make_data()
+        opt = sam_plugins.create("xsam", model.parameters(), lr=0.1, momentum=0.9)
+        inner = mse_closure(opt, model, x, y, helper=helper)
+
+        def closure(inner=inner):
+            grad_modes.append(torch.is_grad_enabled())
+            return inner()
+
+        for _ in range(2):
+            opt.step(closure)
+        results.append(flat(model))
+    assert torch.equal(results[0], results[1])
+    helper_modes = grad_modes[: len(grad_modes) // 2]
+    assert helper_modes[:2] == [True, True] and not any(helper_modes[2:23])
+    assert all(grad_modes[len(grad_modes) // 2:])
+
+
+def test_parameters_without_gradients_are_untouched():
+    torch.manual_seed(0)
+    used, unused, frozen = nn.Linear(3, 2), nn.Parameter(torch.randn(4)), nn.Parameter(torch.randn(3))
+    frozen.requires_grad_(False)
+    opt = sam_plugins.create("xsam", [*used.parameters(), unused, frozen], lr=0.1, weight_decay=0.1)
+    before = unused.detach().clone(), frozen.detach().clone()
+    x = torch.randn(5, 3)
+
+    def closure():
+        loss = used(x).pow(2).mean()
+        opt.backward(loss)
+        return loss
+
+    opt.step(closure)
+    assert torch.equal(unused, before[0]) and torch.equal(frozen, before[1])
+    assert unused.grad is None and frozen.grad is None
+
+
+def test_sparse_gradients_are_refused():
+    emb = nn.Embedding(10, 3, sparse=True)
+    opt = sam_plugins.create("sam", emb.parameters(), lr=0.1)
+
+    def closure():
+        loss = emb(torch.tensor([1, 2])).sum()
+        opt.backward(loss)
+        return loss
+
+    with pytest.raises(RuntimeError, match="sparse"):
+        opt.step(closure)
+
+
+def test_step_without_closure_says_what_to_do():
+    opt = sam_plugins.create("xsam", make_model().parameters(), lr=0.1)
+    with pytest.raises(RuntimeError, match=r"needs a closure.*opt\.step\(closure\)"):
+        opt.step()
+
+
+@pytest.mark.parametrize(("name", "kwargs", "pattern"), [
+    ("sam", {"rho": 0.0}, r"rho=0\.0 is invalid; allowed: a float in \(0\.0, inf\)"),
+    ("sam", {"rho": -1}, r"rho=-1 is invalid"),
+    ("sam", {"steps": 0}, r"steps=0 is invalid; allowed: a int in \[1, inf\)"),
+    ("sam", {"steps": 1.5}, r"steps=1\.5 is invalid"),
+    ("xsam", {"rho_m": 0.0}, r"rho_m=0\.0 is invalid"),
+    ("xsam", {"alpha_samples": 0}, r"alpha_samples=0 is invalid"),
+    ("xsam", {"alpha_max": -2.0}, r"alpha_max=-2\.0 is invalid"),
+    ("xsam", {"grad_scale": "norm"}, r"grad_scale='norm' is invalid; allowed: one of 'norm_k'"),
+    ("xsam", {"probe": 1}, r"probe=1 is invalid; allowed: True or False"),
+    ("fsam", {"lam": 1.0}, r"lam=1\.0 is invalid; allowed: a float in \[0\.0, 1\.0\)"),
+    ("gsam", {"rho": 0.1, "rho_min": 0.2}, r"rho_min=0\.2 is invalid"),
+    ("evsam", {"alpha": 3.0}, r"alpha=3\.0 is invalid; allowed: a float in \[0\.0, 2\.0\]"),
+    ("sam", {"rho": float("nan")}, r"rho=nan is invalid"),
+    ("sam", {"base": "adamm"}, r"unknown base optimizer 'adamm'; choose one of \['adadelta'"),
+    ("xsm", {}, r"unknown sharpness-aware variant 'xsm'; choose one of \['asam', 'evsam'"),
+])
+def test_bad_hyperparameters_fail_before_any_state(name, kwargs, pattern):
+    model = make_model()
+    params = flat(model)
+    with pytest.raises(ValueError, match=pattern):
+        sam_plugins.create(name, model.parameters(), lr=0.1, **kwargs)
+    assert torch.equal(flat(model), params)
+
+
+def test_base_keyword_errors_name_the_hyperparameters():
+    with pytest.raises(TypeError, match=r"SGD with \['betas', 'lr'\] failed.*'betas'.*hyperparameters of 'sam' are"):
+        sam_plugins.create("sam", make_model().parameters(), base="sgd", lr=0.1, betas=(0.9, 0.99))
+
+
+def test_every_variant_is_importable_by_class_and_name():
+    for name in ALL:
+        cls = sam_plugins.get(name)
+        assert getattr(sam_plugins, cls.__name__) is cls
+        assert "_" not in name
+
+
+class BNNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.bn, self.drop, self.fc2 = nn.Linear(4, 8), nn.BatchNorm1d(8), nn.Dropout(0.5), nn.Linear(8, 2)
+
+    def forward(self, x):
+        return self.fc2(torch.relu(self.drop(self.bn(self.fc1(x)))))
+
+
+@pytest.mark.parametrize("name", ["sam", "xsam", "evsam"])
+def test_batchnorm_statistics_updated_once_per_update(name):
+    torch.manual_seed(0)
+    net = BNNet()
+    x, y = torch.randn(16, 4), torch.randn(16, 2)
+    reference = BNNet()
+    reference.load_state_dict(net.state_dict())
+    reference.train()
+    reference(x)
+    opt = sam_plugins.create(name, net, lr=0.1, steps=2)
+    opt.step(mse_closure(opt, net, x, y))
+    assert net.bn.num_batches_tracked.item() == 1
+    assert torch.equal(net.bn.running_mean, reference.bn.running_mean)
+    assert torch.equal(net.bn.running_var, reference.bn.running_var)
+
+
+@pytest.mark.parametrize("replay", [True, False])
+def test_dropout_masks_are_replayed_and_rng_advances_once(replay):
+    torch.manual_seed(0)
+    net = BNNet()
+    x, y = torch.randn(16, 4), torch.randn(16, 2)
+    masks = []
+    net.drop.register_forward_hook(lambda m, inp, out: masks.append(out == 0))
+    opt = sam_plugins.create("xsam", net, lr=0.1, steps=2, replay_rng=replay)
+    torch.manual_seed(123)
+    opt.step(mse_closure(opt, net, x, y))
+    after_step = torch.get_rng_state()
+    assert len(masks) == 3 + 21
+    same = all(torch.equal(m, masks[0]) for m in masks)
+    assert same is replay
+    if replay:
+        torch.manual_seed(123)
+        net(x)
+        assert torch.equal(torch.get_rng_state(), after_step)
+
+
+@pytest.mark.parametrize(("name", "hyper"), [
+    ("sam", {}), ("asam", {}), ("xsam", {"probe_every": 3, "steps": 2}), ("fsam", {}),
+    ("evsam", {"eig_every": 3, "eig_warm_start": True}), ("evsam", {"eig_every": 2, "eig_warm_start": False}),
+    ("gsam", {"rho_min": 0.01}), ("lsamplus", {}), ("msam", {}), ("wsam", {})])
+@pytest.mark.parametrize("base", ["sgd", "adamw"])
+def test_resume_is_bit_identical(name, hyper, base, tmp_path):
+    torch.manual_seed(0)
+    x, y = torch.randn(16, 4), torch.randn(16, 2)
+    base_kwargs = {"lr": 0.05, "momentum": 0.9} if base == "sgd" else {"lr": 0.01}
+
+    def build():
+        torch.manual_seed(1)
+        net = BNNet()
+        opt = sam_plugins.create(name, net, base=base, **base_kwargs, **hyper)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=6)
+        return net, opt, sched
+
+    def train(net, opt, sched, updates):
+        for t in updates:
+            if t % 2 == 0:
+                opt.begin_epoch()
+            torch.manual_seed(1000 + t)
+            opt.step(mse_closure(opt, net, x, y))
+            sched.step()
+
+    net, opt, sched = build()
+    train(net, opt, sched, range(6))
+    uninterrupted = net.state_dict()
+
+    net, opt, sched = build()
+    train(net, opt, sched, range(3))
+    torch.save({"model": net.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict()}, tmp_path / "ck.pt")
+    net, opt, sched = build()
+    checkpoint = torch.load(tmp_path / "ck.pt", weights_only=True)
+    net.load_state_dict(checkpoint["model"])
+    opt.load_state_dict(checkpoint["opt"])
+    sched.load_state_dict(checkpoint["sched"])
+    train(net, opt, sched, range(3, 6))
+    for key, value in uninterrupted.items():
+        assert torch.equal(net.state_dict()[key], value), key
+
+
+def test_loading_another_variants_state_is_refused():
+    model = make_model()
+    sam = sam_plugins.create("sam", model.parameters(), lr=0.1)
+    xsam = sam_plugins.create("xsam", model.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match="expected a state dict of variant 'xsam', got 'sam'"):
+        xsam.load_state_dict(sam.state_dict())
+
+
+def test_param_groups_are_shared_with_the_base_and_schedulers_work():
+    model = make_model()
+    groups = [{"params": [model[0].weight, model[0].bias], "lr": 0.1},
+              {"params": list(model[2].parameters()), "lr": 0.01, "weight_decay": 0.0}]
+    opt = sam_plugins.create("xsam", groups, base="adamw", weight_decay=0.05)
+    assert opt.param_groups is opt.base.param_groups
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+    x, y = make_data()
+    opt.step(mse_closure(opt, model, x, y))
+    sched.step()
+    assert [g["lr"] for g in opt.base.param_groups] == [0.05, 0.005]
+    assert opt.base.param_groups[0]["weight_decay"] == 0.05
