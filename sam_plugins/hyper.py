@@ -36,11 +36,12 @@ class Hyper:
             return "True or False"
         if self.low is None and self.high is None:
             return f"any finite {self.kind.__name__}"
+        article = "an" if self.kind is int else "a"
         lo = "-inf" if self.low is None else repr(self.low)
         hi = "inf" if self.high is None else repr(self.high)
         left = "(" if self.low is None or self.low_open else "["
         right = ")" if self.high is None or self.high_open else "]"
-        return f"a {self.kind.__name__} in {left}{lo}, {hi}{right}"
+        return f"{article} {self.kind.__name__} in {left}{lo}, {hi}{right}"
 
     def check(self, value: Any, owner: str) -> Any:
         """Return ``value`` converted to ``kind``; raise ValueError naming it and the allowed range."""

@@ -274,7 +274,7 @@ def test_step_without_closure_says_what_to_do():
 @pytest.mark.parametrize(("name", "kwargs", "pattern"), [
     ("sam", {"rho": 0.0}, r"rho=0\.0 is invalid; allowed: a float in \(0\.0, inf\)"),
     ("sam", {"rho": -1}, r"rho=-1 is invalid"),
-    ("sam", {"steps": 0}, r"steps=0 is invalid; allowed: a int in \[1, inf\)"),
+    ("sam", {"steps": 0}, r"steps=0 is invalid; allowed: an int in \[1, inf\)"),
     ("sam", {"steps": 1.5}, r"steps=1\.5 is invalid"),
     ("xsam", {"rho_m": 0.0}, r"rho_m=0\.0 is invalid"),
     ("xsam", {"alpha_samples": 0}, r"alpha_samples=0 is invalid"),
@@ -415,3 +415,16 @@ def test_param_groups_are_shared_with_the_base_and_schedulers_work():
     sched.step()
     assert [g["lr"] for g in opt.base.param_groups] == [0.05, 0.005]
     assert opt.base.param_groups[0]["weight_decay"] == 0.05
+
+
+@pytest.mark.parametrize(("name", "bad_call"), [("evsam", 7), ("fsam", 2), ("xsam", 2)])
+def test_skipped_first_update_stages_no_variant_state(name, bad_call):
+    """State computed before a failing pass (evsam's eigenvector, F-SAM's EMA) is not committed."""
+    model = make_model()
+    x, y = make_data()
+    opt = sam_plugins.create(name, model.parameters(), lr=0.1)
+    fresh = snapshot(opt)
+    opt.step(mse_closure(opt, model, x, y, poison={bad_call: float("nan")}))
+    assert opt.counters == {"updates": 0, "skipped": 1}
+    opt.counters["skipped"] = 0
+    assert snapshot(opt) == fresh

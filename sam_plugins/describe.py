@@ -1,0 +1,31 @@
+"""Print the hyperparameters of every variant, from their declarations, as Markdown tables.
+
+``python -m sam_plugins.describe`` writes the tables the README shows, so the documented defaults
+and ranges are the declared ones (a test checks that the README holds them).
+"""
+
+from __future__ import annotations
+
+from .engine import COMMON
+from .hyper import Hyper
+from .registry import available, get
+
+
+def _row(first: str, h: Hyper) -> str:
+    cells = [first, f"`{h.name}`", f"`{h.default!r}`", h.allowed(), h.help]
+    return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+
+def markdown() -> str:
+    lines = ["Common to every variant:", "", "| | hyperparameter | default | allowed | meaning |",
+             "|---|---|---|---|---|"]
+    lines += [_row("all", h) for h in COMMON]
+    lines += ["", "Specific to a variant, or with a variant's own default:", "",
+              "| variant | hyperparameter | default | allowed | meaning |", "|---|---|---|---|---|"]
+    for name in available():
+        lines += [_row(f"`{name}`", h) for h in get(name).hyperparameters if h not in COMMON]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(markdown())

@@ -1,0 +1,84 @@
+"""Two CPU processes (gloo) with DDP: replicas stay identical and match the math of one process."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from reference import ascend, flat, make_model
+from torch.nn.parallel import DistributedDataParallel
+
+import sam_plugins
+
+WORLD = 2
+LR = 0.1
+
+
+def shards() -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(7)
+    return torch.randn(WORLD, 6, 3, generator=g, dtype=torch.float64), torch.randn(WORLD, 6, 2, generator=g,
+                                                                                   dtype=torch.float64)
+
+
+def worker(rank: int, port: int, mode: str, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+    torch.set_num_threads(1)
+    model = make_model()
+    ddp = DistributedDataParallel(model)
+    xs, ys = shards()
+    x, y = xs[rank], ys[rank]
+    local = mode == "local"
+    variant = "sam" if local else "xsam"
+    opt = sam_plugins.create(variant, model.parameters(), lr=LR, rho=0.3,
+                             distributed=sam_plugins.Distributed(local_ascent=local))
+
+    def closure():
+        with opt.no_sync(ddp):
+            loss = ((ddp(x) - y) ** 2).mean()
+            opt.backward(loss)
+        return loss
+
+    for _ in range(3):
+        opt.step(closure)
+    torch.save({"params": flat(model), "alpha": opt.scalars.get("alpha")}, f"{out}/rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+def run(mode: str, tmp_path) -> list[dict]:
+    port = 29500 + os.getpid() % 1000 + (0 if mode == "local" else 1000)
+    mp.spawn(worker, args=(port, mode, str(tmp_path)), nprocs=WORLD, join=True)
+    return [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
+
+
+def test_synced_ascent_equals_full_batch_single_process(tmp_path):
+    results = run("synced", tmp_path)
+    assert torch.equal(results[0]["params"], results[1]["params"])
+    assert results[0]["alpha"] == results[1]["alpha"]
+    xs, ys = shards()
+    x, y = xs.reshape(-1, 3), ys.reshape(-1, 2)
+    model = make_model()
+    opt = sam_plugins.create("xsam", model.parameters(), lr=LR, rho=0.3)
+
+    def closure():
+        loss = ((model(x) - y) ** 2).mean()
+        opt.backward(loss)
+        return loss
+
+    for _ in range(3):
+        opt.step(closure)
+    torch.testing.assert_close(results[0]["params"], flat(model), rtol=1e-10, atol=1e-12)
+    assert results[0]["alpha"] == opt.scalars["alpha"]
+
+
+def test_local_ascent_averages_per_replica_sam_directions(tmp_path):
+    results = run("local", tmp_path)
+    assert torch.equal(results[0]["params"], results[1]["params"])
+    xs, ys = shards()
+    theta = flat(make_model())
+    for _ in range(3):
+        directions = [ascend(theta, xs[r], ys[r], 0.3, 1)[1][-1] for r in range(WORLD)]
+        theta = theta - LR * sum(directions) / WORLD
+    torch.testing.assert_close(results[0]["params"], theta, rtol=1e-10, atol=1e-12)
