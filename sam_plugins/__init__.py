@@ -12,6 +12,7 @@ from .bases import BASES
 from .distributed import Distributed
 from .engine import SharpnessAware
 from .hyper import Hyper
+from .loop import update
 from .registry import available, create, get, register
 from .variants.evsam import EVSAM
 from .variants.fsam import FSAM
@@ -22,6 +23,6 @@ from .variants.xsam import XSAM
 
 __all__ = [
     "ASAM", "BASES", "EVSAM", "FSAM", "GSAM", "LSAM", "MSAM", "SAM", "WSAM", "XSAM", "Distributed", "Hyper",
-    "LSAMPlus", "MSAMPlus", "SharpnessAware", "available", "create", "get", "register",
+    "LSAMPlus", "MSAMPlus", "SharpnessAware", "available", "create", "get", "register", "update",
 ]
 __version__ = "0.1.0"

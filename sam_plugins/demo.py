@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from . import toy2d
+from .loop import update
 from .registry import available, create
 
 TOY_RUNS: dict[str, tuple[str | None, dict[str, Any]]] = {
@@ -92,22 +93,12 @@ def train_digits(variant: str | None, seed: int, epochs: int, batch: int = 64) -
         for idx in torch.randperm(len(xtr)).split(batch):
             xb, yb = xtr[idx], ytr[idx]
 
-            def closure(xb: torch.Tensor = xb, yb: torch.Tensor = yb) -> torch.Tensor:
+            def compute_loss(xb: torch.Tensor = xb, yb: torch.Tensor = yb) -> torch.Tensor:
                 nonlocal calls
                 calls += 1
-                loss = criterion(model(xb), yb)
-                if variant is None:
-                    loss.backward()
-                else:
-                    opt.backward(loss)
-                return loss
+                return criterion(model(xb), yb)
 
-            if variant is None:
-                opt.zero_grad()
-                closure()
-                opt.step()
-            else:
-                opt.step(closure)
+            update(opt, compute_loss)
         sched.step()
     seconds = time.perf_counter() - start
     model.eval()

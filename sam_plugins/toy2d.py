@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .loop import update
 from .registry import create
 
 SHARP_MINIMUM = (-16.8, 12.8)
@@ -40,22 +41,8 @@ def trajectory(variant: str | None, steps_total: int = 400, start: tuple[float, 
     else:
         opt = create(variant, [theta], base="sgd", lr=lr, momentum=momentum, **hyper)
     points = [theta.detach().clone()]
-
-    def closure() -> Tensor:
-        loss = loss2d(theta)
-        if variant is None:
-            loss.backward()
-        else:
-            opt.backward(loss)
-        return loss
-
     for _ in range(steps_total):
-        if variant is None:
-            opt.zero_grad()
-            closure()
-            opt.step()
-        else:
-            opt.step(closure)
+        update(opt, lambda: loss2d(theta))
         points.append(theta.detach().clone())
     return torch.stack(points)
 
