@@ -129,7 +129,7 @@ class SharpnessAware(torch.optim.Optimizer):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        cls.__init__.__signature__ = _signature(cls)
+        cls.__signature__ = _signature(cls)
 
     def __init__(self, params: Iterable[Any] | nn.Module, base: BaseSpec = "sgd", *,
                  model: nn.Module | None = None, grad_scaler: torch.amp.GradScaler | None = None,
@@ -432,7 +432,7 @@ class _Namespace:
 def _signature(cls: type[SharpnessAware]) -> inspect.Signature:
     """``inspect.signature`` of a variant: its declared hyperparameters as keyword arguments."""
     P = inspect.Parameter
-    params = [P("self", P.POSITIONAL_OR_KEYWORD), P("params", P.POSITIONAL_OR_KEYWORD),
+    params = [P("params", P.POSITIONAL_OR_KEYWORD),
               P("base", P.POSITIONAL_OR_KEYWORD, default="sgd"),
               P("model", P.KEYWORD_ONLY, default=None), P("grad_scaler", P.KEYWORD_ONLY, default=None),
               P("distributed", P.KEYWORD_ONLY, default=None)]

@@ -428,3 +428,15 @@ def test_skipped_first_update_stages_no_variant_state(name, bad_call):
     assert opt.counters == {"updates": 0, "skipped": 1}
     opt.counters["skipped"] = 0
     assert snapshot(opt) == fresh
+
+
+def test_signatures_list_each_variants_own_hyperparameters():
+    import inspect
+
+    for name in ALL:
+        cls = sam_plugins.get(name)
+        signature = inspect.signature(cls)
+        declared = {h.name: h.default for h in cls.hyperparameters}
+        keywords = {k: p.default for k, p in signature.parameters.items() if p.kind is p.KEYWORD_ONLY}
+        assert {k: v for k, v in keywords.items() if k in declared} == declared
+        assert set(keywords) - set(declared) == {"model", "grad_scaler", "distributed"}
