@@ -229,13 +229,12 @@ class SharpnessAware(torch.optim.Optimizer):
         loss0 = self._gradient_pass(ctx, first=True)
         ctx.params = [p for g in self.param_groups for p in g["params"] if p.grad is not None]
         if not ctx.params:
-            return loss0
+            return loss0.detach()
         if any(p.grad.is_sparse for p in ctx.params):
             raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
         if self.grad_scaler is not None:
             ctx.loss_scale = float(self.grad_scaler.get_scale())
         if not self._measure(ctx, loss0):
-            ctx.rng.finish()
             return self._skip(ctx, loss0)
         self._save(ctx)
         try:
