@@ -5,10 +5,11 @@ PY := .venv/bin/python
 .PHONY: demo test lint venv
 
 venv:
-	@tools/bootstrap.sh dev
+	@tools/bootstrap.sh dev,fairseq
 
 demo: venv
 	$(PY) -m sam_plugins.demo --out out/demo
+	$(PY) -m fairseq_ext.demo --out out/fairseq_demo
 
 lint: venv
 	$(PY) -m ruff check .

@@ -202,6 +202,11 @@ class SharpnessAware(torch.optim.Optimizer):
         (self.grad_scaler.scale(loss) if self.grad_scaler is not None else loss).backward()
 
     @property
+    def probing(self) -> bool:
+        """True while the closure runs for a forward-only probe (its gradients are not used)."""
+        return self._probing
+
+    @property
     def sync_gradients(self) -> bool:
         """False when the closure should skip DDP's gradient all-reduce (per-replica ascent)."""
         return self.distributed is None or not self.distributed.local_ascent
@@ -212,21 +217,31 @@ class SharpnessAware(torch.optim.Optimizer):
 
     # ----------------------------------------------------------------- the update
     @torch.no_grad()
-    def step(self, closure: Closure | None = None) -> Tensor:  # type: ignore[override]
-        """One sharpness-aware update. ``closure`` computes the loss on the batch and backpropagates."""
+    def step(self, closure: Closure | None = None, *, loss: Tensor | None = None) -> Tensor:  # type: ignore[override]
+        """One sharpness-aware update. ``closure`` computes the loss on the batch and backpropagates.
+
+        With ``loss`` given, the caller has already run the first pass: ``.grad`` holds the gradient
+        at θ and ``loss`` its loss, and the closure runs only the later passes (integrations whose
+        framework computes the first pass itself, e.g. fairseq's trainer). The closure then replays
+        any RNG state itself.
+        """
         if closure is None:
             raise RuntimeError(
                 f"{type(self).__name__}.step() needs a closure: a sharpness-aware update evaluates the batch "
                 "several times. Write `def closure(): loss = criterion(model(x), y); opt.backward(loss); "
                 "return loss` and call `opt.step(closure)`.")
         ctx = Update(closure=closure)
-        self._backward_helper_used = False
-        devices = {p.device for g in self.param_groups for p in g["params"]}
-        ctx.rng = _RngReplay(devices) if self.hp.replay_rng else _NoReplay()
-        for group in self.param_groups:
-            for p in group["params"]:
-                p.grad = None
-        loss0 = self._gradient_pass(ctx, first=True)
+        if loss is None:
+            self._backward_helper_used = False
+            devices = {p.device for g in self.param_groups for p in g["params"]}
+            ctx.rng = _RngReplay(devices) if self.hp.replay_rng else _NoReplay()
+            for group in self.param_groups:
+                for p in group["params"]:
+                    p.grad = None
+            loss0 = self._gradient_pass(ctx, first=True)
+        else:
+            ctx.rng = _NoReplay()
+            loss0 = loss
         ctx.params = [p for g in self.param_groups for p in g["params"] if p.grad is not None]
         if not ctx.params:
             return loss0.detach()

@@ -440,3 +440,22 @@ def test_signatures_list_each_variants_own_hyperparameters():
         keywords = {k: p.default for k, p in signature.parameters.items() if p.kind is p.KEYWORD_ONLY}
         assert {k: v for k, v in keywords.items() if k in declared} == declared
         assert set(keywords) - set(declared) == {"model", "grad_scaler", "distributed"}
+
+
+@pytest.mark.parametrize("name", ["sam", "xsam", "wsam", "evsam"])
+def test_first_pass_done_by_the_caller(name):
+    """``step(closure, loss=...)``: the caller ran pass 0; the result equals a normal step."""
+    results = []
+    for external in (False, True):
+        model = make_model()
+        x, y = make_data()
+        opt = sam_plugins.create(name, model.parameters(), lr=0.1, momentum=0.9)
+        closure = mse_closure(opt, model, x, y)
+        for _ in range(2):
+            if external:
+                opt.zero_grad()
+                opt.step(closure, loss=closure())
+            else:
+                opt.step(closure)
+        results.append(flat(model))
+    assert torch.equal(results[0], results[1])

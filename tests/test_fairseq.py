@@ -1,0 +1,156 @@
+"""fairseq integration through the real CLIs (fairseq-preprocess, fairseq-train, fairseq-generate)."""
+
+from __future__ import annotations
+
+import copy
+import re
+
+import pytest
+import torch
+from fairseq_tools import COMMON, cli, load, make_data_bin, train
+
+import sam_plugins
+
+pytestmark = pytest.mark.fairseq
+
+
+@pytest.fixture(scope="module")
+def data_bin(tmp_path_factory):
+    return make_data_bin(tmp_path_factory.mktemp("corpus"))
+
+
+def model_weights(path):
+    return load(path)["model"]
+
+
+@pytest.mark.parametrize("name", sam_plugins.available())
+def test_every_variant_trains_end_to_end(data_bin, tmp_path, name):
+    result = train(data_bin, tmp_path, "--optimizer", name, "--max-update", "3", "--update-freq", "2",
+                   "--sam-rho", "0.1")
+    log = result.stdout + result.stderr
+    assert "num_updates 3" in log
+    assert "sam_sharpness" in log
+    state = load(tmp_path / "checkpoint_last.pt")["last_optimizer_state"]
+    assert state["sam"]["variant"] == name
+    assert state["sam"]["counters"] == {"updates": 3, "skipped": 0}
+    if name == "xsam":
+        assert "sam_alpha" in log and "sam_psi" in log
+
+
+def build_trainer(data_bin, *args):
+    from fairseq import options, tasks, utils
+    from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+    from fairseq.trainer import Trainer
+
+    import fairseq_ext  # noqa: F401
+
+    parser = options.get_training_parser()
+    cfg = convert_namespace_to_omegaconf(options.parse_args_and_arch(parser, [str(data_bin), *COMMON, *args]))
+    utils.set_torch_seed(cfg.common.seed)
+    task = tasks.setup_task(cfg.task)
+    task.load_dataset("train", combine=False, epoch=1)
+    model, criterion = task.build_model(cfg.model), task.build_criterion(cfg.criterion)
+    return Trainer(cfg, task, model, criterion)
+
+
+def first_update_samples(trainer, update_freq):
+    from fairseq.data import iterators
+
+    epoch_itr = trainer.get_train_iterator(epoch=1, load_dataset=False)
+    return next(iterators.GroupedIterator(epoch_itr.next_epoch_itr(shuffle=False), update_freq))
+
+
+def test_update_freq_sam_gradient_equals_single_batch_sam(data_bin):
+    """Two micro-batches: SAM's ascent uses the gradient of their union, and so does the update."""
+    rho, lr = 0.2, 0.5
+    trainer = build_trainer(data_bin, "--optimizer", "sam", "--sam-base", "sgd", "--lr", str(lr), "--sam-rho",
+                            str(rho), "--update-freq", "2", "--dropout", "0")
+    samples = first_update_samples(trainer, 2)
+    assert len(samples) == 2
+    reference = copy.deepcopy(trainer.model)
+    params = [p for p in reference.parameters() if p.requires_grad]
+
+    def full_batch_grad():
+        total, size = 0.0, 0
+        for sample in samples:
+            loss, sample_size, _ = trainer.criterion(reference, trainer._prepare_sample(sample)[0])
+            total, size = total + loss, size + sample_size
+        return torch.autograd.grad(total / size, params)
+
+    theta0 = [p.detach().clone() for p in params]
+    g0 = full_batch_grad()
+    norm = torch.linalg.vector_norm(torch.stack([g.norm() for g in g0]))
+    with torch.no_grad():
+        for p, g in zip(params, g0):
+            p.add_(g, alpha=rho / norm)
+    g1 = full_batch_grad()
+    expected = [t - lr * g for t, g in zip(theta0, g1)]
+
+    trainer.train_step(samples)
+    got = [p.detach() for p in trainer.model.parameters() if p.requires_grad]
+    for e, g in zip(expected, got):
+        torch.testing.assert_close(g, e, rtol=1e-5, atol=1e-6)
+    naive = [t - lr * g for t, g in zip(theta0, g0)]
+    assert max((g - n).abs().max().item() for g, n in zip(got, naive)) > 1e-4
+
+
+def test_tiny_rho_equals_the_plain_base_optimizer(data_bin, tmp_path):
+    args = ["--max-update", "6", "--update-freq", "2", "--adam-betas", "(0.9, 0.98)"]
+    train(data_bin, tmp_path / "adam", "--optimizer", "adam", *args)
+    train(data_bin, tmp_path / "sam", "--optimizer", "sam", "--sam-rho", "1e-12", *args)
+    plain, sam = model_weights(tmp_path / "adam/checkpoint_last.pt"), model_weights(tmp_path / "sam/checkpoint_last.pt")
+    for key in plain:
+        torch.testing.assert_close(sam[key], plain[key], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(("name", "extra"), [("xsam", ["--sam-probe-every", "3"]), ("fsam", [])])
+def test_resume_is_bit_identical(data_bin, tmp_path, name, extra):
+    args = ["--optimizer", name, *extra, "--update-freq", "2"]
+    train(data_bin, tmp_path / "straight", *args, "--max-update", "10")
+    # Stop mid-epoch (an epoch is 4 updates here): fairseq's own resume from a checkpoint written at
+    # the last update of an epoch is not bit-identical even with plain adam.
+    train(data_bin, tmp_path / "resumed", *args, "--max-update", "3", "--save-interval-updates", "3")
+    log = train(data_bin, tmp_path / "resumed", *args, "--max-update", "10").stdout
+    assert "Loaded checkpoint" in log and "@ 3 updates" in log
+    a, b = load(tmp_path / "straight/checkpoint_last.pt"), load(tmp_path / "resumed/checkpoint_last.pt")
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    sa, sb = a["last_optimizer_state"]["sam"], b["last_optimizer_state"]["sam"]
+    assert (sa["counters"], sa["scalars"]) == (sb["counters"], sb["scalars"])
+    assert sa["state"].keys() == sb["state"].keys()
+    for i, entries in sa["state"].items():
+        assert all(torch.equal(value, sb["state"][i][key]) for key, value in entries.items())
+    if name == "fsam":
+        assert sa["state"]
+
+
+def test_generate_and_sacrebleu(data_bin, tmp_path):
+    train(data_bin, tmp_path, "--optimizer", "xsam", "--max-update", "5")
+    result = cli("fairseq-generate", str(data_bin), "--user-dir", COMMON[1], "--path",
+                 str(tmp_path / "checkpoint_last.pt"), "--beam", "5", "--remove-bpe", "--gen-subset", "test",
+                 "--batch-size", "64", "--cpu", "--scoring", "sacrebleu")
+    assert re.search(r"Generate test with beam=5: BLEU = \d", result.stdout + result.stderr)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--optimizer", "xsam", "--sam-rho", "0"],
+     r"--optimizer xsam: XSAM: rho=0.0 is invalid; allowed: a float in \(0.0, inf\)"),
+    (["--optimizer", "xsam", "--sam-alpha-samples", "0"], r"alpha_samples=0 is invalid"),
+    (["--optimizer", "sam", "--sam-base", "lamb"], r"argument --sam-base: invalid choice: 'lamb'"),
+    (["--optimizer", "xsam", "--sam-grad-scale", "norm"], r"argument --sam-grad-scale: invalid choice: 'norm'"),
+    (["--optimizer", "xsm"], r"argument --optimizer: invalid choice: 'xsm'"),
+    (["--optimizer", "xsam", "--amp"], r"does not support --amp"),
+])
+def test_bad_flags_fail_fast_with_clear_errors(data_bin, tmp_path, args, message):
+    result = train(data_bin, tmp_path, *args, "--max-update", "2", check=False)
+    assert result.returncode != 0
+    assert re.search(message, result.stdout + result.stderr), (result.stdout + result.stderr)[-2000:]
+    assert not (tmp_path / "checkpoint_last.pt").exists()
+
+
+def test_help_lists_the_generated_flags(data_bin):
+    text = cli("fairseq-train", str(data_bin), "--user-dir", COMMON[1], "--arch", "transformer", "--optimizer", "xsam",
+               "--help").stdout
+    for flag in ("--sam-base", "--sam-rho", "--sam-rho-m", "--sam-alpha-max", "--sam-alpha-samples",
+                 "--sam-no-probe", "--sam-probe-every", "--sam-grad-scale", "--sam-no-replay-rng"):
+        assert flag in text
