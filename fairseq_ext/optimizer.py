@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from fairseq import utils
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
+from fairseq.distributed import utils as distributed_utils
 from fairseq.optim import FairseqOptimizer, register_optimizer
 from fairseq.optim.adam import FairseqAdam, FairseqAdamConfig
 from fairseq.optim.nag import FairseqNAG, FairseqNAGConfig
@@ -84,8 +85,11 @@ class FairseqSAM(FairseqOptimizer):
     def __init__(self, cfg: Any, params: Iterable[Any]) -> None:
         super().__init__(cfg)
         hyper = {h.name: flag_value(cfg, h) for h in self.variant.hyperparameters}
+        distributed = None
+        if distributed_utils.get_data_parallel_world_size() > 1:
+            distributed = sam_plugins.Distributed(group=distributed_utils.get_data_parallel_group())
         try:
-            self._optimizer = self.variant(params, base_factory(cfg), **hyper)
+            self._optimizer = self.variant(params, base_factory(cfg), distributed=distributed, **hyper)
         except ValueError as err:
             raise ValueError(f"--optimizer {self.variant.name}: {err} (flags are --sam-<name>)") from err
         self.grad_factor: Any = 1.0

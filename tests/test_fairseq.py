@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import copy
+import math
 import re
+import socket
 
 import pytest
 import torch
@@ -60,6 +63,38 @@ def first_update_samples(trainer, update_freq):
     return next(iterators.GroupedIterator(epoch_itr.next_epoch_itr(shuffle=False), update_freq))
 
 
+class FullBatch:
+    """The loss of all micro-batches of one update (sum / total sample size) on a copy of the model."""
+
+    def __init__(self, trainer, samples):
+        self.trainer, self.samples = trainer, [trainer._prepare_sample(s)[0] for s in samples]
+        self.model = copy.deepcopy(trainer.model)
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+
+    def loss(self):
+        total, size = 0.0, 0
+        for sample in self.samples:
+            loss, sample_size, _ = self.trainer.criterion(self.model, sample)
+            total, size = total + loss, size + sample_size
+        return total / size
+
+    def grad(self):
+        return torch.autograd.grad(self.loss(), self.params)
+
+    def set(self, tensors):
+        with torch.no_grad():
+            for p, t in zip(self.params, tensors):
+                p.copy_(t)
+
+
+def flat_norm(tensors):
+    return torch.linalg.vector_norm(torch.stack([t.norm() for t in tensors]))
+
+
+def trained_params(trainer):
+    return [p.detach() for p in trainer.model.parameters() if p.requires_grad]
+
+
 def test_update_freq_sam_gradient_equals_single_batch_sam(data_bin):
     """Two micro-batches: SAM's ascent uses the gradient of their union, and so does the update."""
     rho, lr = 0.2, 0.5
@@ -67,31 +102,53 @@ def test_update_freq_sam_gradient_equals_single_batch_sam(data_bin):
                             str(rho), "--update-freq", "2", "--dropout", "0")
     samples = first_update_samples(trainer, 2)
     assert len(samples) == 2
-    reference = copy.deepcopy(trainer.model)
-    params = [p for p in reference.parameters() if p.requires_grad]
-
-    def full_batch_grad():
-        total, size = 0.0, 0
-        for sample in samples:
-            loss, sample_size, _ = trainer.criterion(reference, trainer._prepare_sample(sample)[0])
-            total, size = total + loss, size + sample_size
-        return torch.autograd.grad(total / size, params)
-
-    theta0 = [p.detach().clone() for p in params]
-    g0 = full_batch_grad()
-    norm = torch.linalg.vector_norm(torch.stack([g.norm() for g in g0]))
-    with torch.no_grad():
-        for p, g in zip(params, g0):
-            p.add_(g, alpha=rho / norm)
-    g1 = full_batch_grad()
+    ref = FullBatch(trainer, samples)
+    theta0 = [p.detach().clone() for p in ref.params]
+    g0 = ref.grad()
+    ref.set([t + rho / flat_norm(g0) * g for t, g in zip(theta0, g0)])
+    g1 = ref.grad()
     expected = [t - lr * g for t, g in zip(theta0, g1)]
 
     trainer.train_step(samples)
-    got = [p.detach() for p in trainer.model.parameters() if p.requires_grad]
+    got = trained_params(trainer)
     for e, g in zip(expected, got):
         torch.testing.assert_close(g, e, rtol=1e-5, atol=1e-6)
     naive = [t - lr * g for t, g in zip(theta0, g0)]
     assert max((g - n).abs().max().item() for g, n in zip(got, naive)) > 1e-4
+
+
+def test_xsam_probe_and_update_equal_an_independent_computation(data_bin):
+    rho, rho_m, lr = 0.2, 0.6, 0.5
+    trainer = build_trainer(data_bin, "--optimizer", "xsam", "--sam-base", "sgd", "--lr", str(lr), "--sam-rho",
+                            str(rho), "--sam-rho-m", str(rho_m), "--update-freq", "2", "--dropout", "0")
+    samples = first_update_samples(trainer, 2)
+    ref = FullBatch(trainer, samples)
+    theta0 = [p.detach().clone() for p in ref.params]
+    g0 = ref.grad()
+    ref.set([t + rho / flat_norm(g0) * g for t, g in zip(theta0, g0)])
+    g1 = ref.grad()
+    n0, n1 = flat_norm(g0), flat_norm(g1)
+    cosine = float(sum((a * b).sum() for a, b in zip(g0, g1)) / (n0 * n1))
+    psi = math.acos(min(1.0, max(-1.0, cosine)))
+
+    def direction(alpha):
+        c0, c1 = math.sin((1 - alpha) * psi) / math.sin(psi), math.sin(alpha * psi) / math.sin(psi)
+        return [c0 * a / n0 + c1 * b / n1 for a, b in zip(g0, g1)]
+
+    alphas = [i / 10 for i in range(21)]
+    losses = []
+    with torch.no_grad():
+        for alpha in alphas:
+            ref.set([t + rho_m * v for t, v in zip(theta0, direction(alpha))])
+            losses.append(float(ref.loss()))
+    best = alphas[losses.index(max(losses))]
+    expected = [t - lr * n1 * v for t, v in zip(theta0, direction(best))]
+
+    trainer.train_step(samples)
+    core = trainer.optimizer.core
+    assert core.scalars["alpha"] == pytest.approx(best)
+    for e, g in zip(expected, trained_params(trainer)):
+        torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-5)
 
 
 def test_tiny_rho_equals_the_plain_base_optimizer(data_bin, tmp_path):
@@ -154,3 +211,28 @@ def test_help_lists_the_generated_flags(data_bin):
     for flag in ("--sam-base", "--sam-rho", "--sam-rho-m", "--sam-alpha-max", "--sam-alpha-samples",
                  "--sam-no-probe", "--sam-probe-every", "--sam-grad-scale", "--sam-no-replay-rng"):
         assert flag in text
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("name", ["xsam", "msamplus"])
+def test_two_gloo_workers_equal_one_worker_with_twice_the_update_freq(data_bin, tmp_path, name):
+    """legacy_ddp on 2 CPU processes: the same global batch, the same probes (losses all-reduced)."""
+    args = ["--optimizer", name, "--max-update", "3", "--dropout", "0", "--sam-rho", "0.1"]
+    single = train(data_bin, tmp_path / "one", *args, "--update-freq", "2")
+    distributed = ["--distributed-world-size", "2", "--distributed-backend", "gloo", "--distributed-no-spawn",
+                   "--distributed-init-method", f"tcp://127.0.0.1:{free_port()}", "--ddp-backend", "legacy_ddp"]
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        runs = [pool.submit(train, data_bin, tmp_path / "two", *args, *distributed, "--distributed-rank", str(r))
+                for r in range(2)]
+        master = runs[0].result()
+        runs[1].result()
+    words = [re.findall(r"wpb=(\d+)", r.stdout + r.stderr) for r in (single, master)]
+    assert words[0] and words[0] == words[1]
+    one, two = model_weights(tmp_path / "one/checkpoint_last.pt"), model_weights(tmp_path / "two/checkpoint_last.pt")
+    for key in one:
+        torch.testing.assert_close(two[key], one[key], rtol=1e-6, atol=1e-7)
