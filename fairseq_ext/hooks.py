@@ -4,24 +4,28 @@ fairseq runs every micro-batch of an update (``--update-freq``), all-reduces, no
 sample size and clips, then calls ``task.optimizer_step``. That is the one place where the full-batch
 gradient at θ is ready, so the update happens there: fairseq's own pass is the engine's first pass,
 and the later passes replay the same micro-batches through ``task.train_step`` (same seed, hence the
-same dropout masks; same no_sync pattern; same sample-size factor). Two small wrappers make the
-micro-batches and the epoch start visible at that point.
+same dropout masks; same no_sync pattern; same sample-size factor) through the trainer's top-level
+precision wrapper, so loss scaling and fp16 master weights stay fairseq's own.
+
+During ``train_step`` the trainer's optimizer records what the replays need: the sample-size factor
+(``multiply_grads``), the clip norm (clipping then applies to the final direction only), the first
+pass's loss; and its ``backward`` becomes a no-op during forward-only probes.
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 from fairseq import metrics
 from fairseq.optim.amp_optimizer import AMPOptimizer
+from fairseq.optim.fp16_optimizer import FP16Optimizer, MemoryEfficientFP16Optimizer
 from fairseq.tasks.fairseq_task import FairseqTask
 from fairseq.trainer import Trainer
 
 from .optimizer import FairseqSAM
-
-_current: dict[str, Any] = {}
 
 
 def sam_of(optimizer: Any) -> FairseqSAM | None:
@@ -31,22 +35,91 @@ def sam_of(optimizer: Any) -> FairseqSAM | None:
     return optimizer if isinstance(optimizer, FairseqSAM) else None
 
 
-def check_precision(trainer_optimizer: Any, sam: FairseqSAM) -> None:
-    if isinstance(trainer_optimizer, AMPOptimizer):
-        raise ValueError(f"--optimizer {sam.variant.name} does not support --amp: fairseq's AMPOptimizer divides "
-                         "the gradients by the loss scale twice and cannot replay passes; use --fp16")
-    if trainer_optimizer is not sam:
-        raise ValueError(f"--optimizer {sam.variant.name} does not support {type(trainer_optimizer).__name__} yet "
-                         "(--fp16, --memory-efficient-fp16, --bf16); train in fp32")
+class Precision:
+    """The trainer's top-level optimizer as the replays see it: fp32, fp16 with fp32 master weights
+    (``--fp16``, flat or not) or fp16 in place (``--memory-efficient-fp16``)."""
+
+    def __init__(self, wrapper: Any, sam: FairseqSAM) -> None:
+        if isinstance(wrapper, AMPOptimizer):
+            raise ValueError(f"--optimizer {sam.variant.name} does not support --amp: fairseq's AMPOptimizer "
+                             "divides the gradients by the loss scale twice and cannot replay passes; use --fp16")
+        self.wrapper, self.sam = wrapper, sam
+        self.masters = isinstance(wrapper, FP16Optimizer)
+        self.scaled = isinstance(wrapper, (FP16Optimizer, MemoryEfficientFP16Optimizer))
+        scaler = getattr(wrapper, "scaler", None)
+        self.loss_scale = float(scaler.loss_scale) if scaler is not None else 1.0
+
+    def unscale_first_pass(self) -> None:
+        """Apply fairseq's pending factor (1/loss scale × sample-size normalization) to g_0."""
+        if self.scaled:
+            self.wrapper._unscale_grads()
+
+    def load_params(self) -> None:
+        """The model computes with fp16 copies of the fp32 masters: copy the current point over and
+        start their gradients afresh (the engine clears the gradients of the masters only)."""
+        if self.masters:
+            self.wrapper._sync_fp32_params_to_fp16()
+            for p in self.wrapper.fp16_params:
+                p.grad = None
+
+    def collect_grads(self, factor: Any) -> None:
+        """Gradients of a replay, normalized like the first pass's, on the engine's parameters."""
+        if self.masters:
+            for p in self.sam.params:
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
+            self.wrapper._needs_sync = True
+            self.wrapper._sync_fp16_grads_to_fp32()
+        self.sam.multiply_grads(factor / self.loss_scale if self.scaled else factor)
+
+    def finish(self, skipped: bool) -> None:
+        if self.masters:
+            self.wrapper._sync_fp32_params_to_fp16()
+        scaler = getattr(self.wrapper, "scaler", None)
+        if scaler is None:
+            return
+        if skipped:
+            with contextlib.suppress(OverflowError):
+                scaler.check_overflow(float("inf"))
+        else:
+            scaler.update()
 
 
-def replay_closure(trainer: Trainer, samples: list[Any], sam: FairseqSAM, update_num: int):
+@contextlib.contextmanager
+def recording(optimizer: Any, sam: FairseqSAM) -> Iterator[None]:
+    """Shadow three methods of the trainer's optimizer for the duration of one ``train_step``."""
+    backward, multiply_grads, clip_grad_norm = optimizer.backward, optimizer.multiply_grads, optimizer.clip_grad_norm
+
+    def record_backward(loss: torch.Tensor) -> None:
+        if sam.core.probing:
+            return
+        sam.first_loss = sam.first_loss + loss.detach()
+        backward(loss)
+
+    def record_multiply_grads(c: Any) -> None:
+        sam.grad_factor = c
+        multiply_grads(c)
+
+    def record_clip_grad_norm(max_norm: float, aggregate_norm_fn: Any = None) -> torch.Tensor:
+        sam.clip_norm = max_norm
+        return clip_grad_norm(0.0, aggregate_norm_fn)
+
+    sam.first_loss, sam.grad_factor, sam.clip_norm = 0.0, 1.0, 0.0
+    optimizer.backward, optimizer.multiply_grads = record_backward, record_multiply_grads
+    optimizer.clip_grad_norm = record_clip_grad_norm
+    try:
+        yield
+    finally:
+        del optimizer.backward, optimizer.multiply_grads, optimizer.clip_grad_norm
+
+
+def replay_closure(trainer: Trainer, samples: list[Any], precision: Precision, update_num: int):
     """Re-run every micro-batch of this update at the current parameters, exactly as fairseq did."""
-    optimizer = trainer.optimizer
-    last = len(samples) - 1
+    sam, last = precision.sam, len(samples) - 1
 
     def closure() -> torch.Tensor:
         trainer._set_seed()
+        precision.load_params()
         total: torch.Tensor | None = None
         for i, sample in enumerate(samples):
             sample, is_dummy = trainer._prepare_sample(sample)
@@ -54,12 +127,13 @@ def replay_closure(trainer: Trainer, samples: list[Any], sam: FairseqSAM, update
                      and i < last and not sam.core.probing)
             with trainer.model.no_sync() if local else contextlib.nullcontext():
                 loss, _, _ = trainer.task.train_step(sample=sample, model=trainer.model,
-                                                     criterion=trainer.criterion, optimizer=optimizer,
+                                                     criterion=trainer.criterion, optimizer=trainer.optimizer,
                                                      update_num=update_num, ignore_grad=is_dummy)
             total = loss.detach() if total is None else total + loss.detach()
-        optimizer.all_reduce_grads(trainer.model)
-        optimizer.multiply_grads(sam.grad_factor)
-        return total * sam.grad_factor
+        if not sam.core.probing:
+            trainer.optimizer.all_reduce_grads(trainer.model)
+            precision.collect_grads(sam.grad_factor)
+        return total.float() * sam.grad_factor
 
     return closure
 
@@ -70,6 +144,7 @@ def log_stats(stats: dict[str, float]) -> None:
             metrics.log_scalar(f"sam_{key}", stats[key], weight=0, round=4, priority=900)
 
 
+_current: dict[str, Any] = {}
 _original_train_step = Trainer.train_step
 _original_begin_epoch = Trainer.begin_epoch
 _original_optimizer_step = FairseqTask.optimizer_step
@@ -79,10 +154,10 @@ def train_step(self: Trainer, samples: list[Any], raise_oom: bool = False) -> An
     sam = sam_of(self.optimizer)
     if sam is None:
         return _original_train_step(self, samples, raise_oom)
-    sam.first_loss = 0.0
     _current.update(trainer=self, samples=samples)
     try:
-        return _original_train_step(self, samples, raise_oom)
+        with recording(self.optimizer, sam):
+            return _original_train_step(self, samples, raise_oom)
     finally:
         _current.clear()
 
@@ -98,14 +173,16 @@ def optimizer_step(self: FairseqTask, optimizer: Any, model: Any, update_num: in
     sam = sam_of(optimizer)
     if sam is None:
         return _original_optimizer_step(self, optimizer, model, update_num)
-    check_precision(optimizer, sam)
+    precision = Precision(optimizer, sam)
     if not _current:
         raise RuntimeError("a sharpness-aware fairseq update needs fairseq_ext's trainer hooks (--user-dir)")
-    trainer, samples = _current["trainer"], _current["samples"]
     if sam.clip_norm > 0:
         sam.core.hp.max_grad_norm = float(sam.clip_norm)
-    first_loss = torch.as_tensor(sam.first_loss, dtype=torch.float64) * torch.as_tensor(sam.grad_factor).double()
-    sam.core.step(replay_closure(trainer, samples, sam, update_num), loss=first_loss)
+    precision.unscale_first_pass()
+    first_loss = torch.as_tensor(sam.first_loss).float() * sam.grad_factor
+    closure = replay_closure(_current["trainer"], _current["samples"], precision, update_num)
+    sam.core.step(closure, loss=first_loss)
+    precision.finish(skipped=bool(sam.core.stats.get("skipped")))
     log_stats(sam.core.stats)
     return None
 

@@ -14,7 +14,6 @@ from dataclasses import field, make_dataclass
 from typing import Any
 
 import torch
-from fairseq import utils
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.distributed import utils as distributed_utils
 from fairseq.optim import FairseqOptimizer, register_optimizer
@@ -95,6 +94,7 @@ class FairseqSAM(FairseqOptimizer):
         self.grad_factor: Any = 1.0
         self.first_loss: torch.Tensor | float = 0.0
         self.clip_norm = 0.0
+        self.loss_scale = 1.0
 
     @property
     def core(self) -> SharpnessAware:
@@ -110,25 +110,9 @@ class FairseqSAM(FairseqOptimizer):
             config["momentum"] = self.cfg.momentum
         return config
 
-    def backward(self, loss: torch.Tensor) -> None:
-        if not self.core.probing:
-            self.first_loss = self.first_loss + loss.detach()
-        self.core.backward(loss)
-
-    def multiply_grads(self, c: Any) -> None:
-        """fairseq normalizes by world size / sample size here; the replays reuse the same factor."""
-        if not self.core.probing:
-            self.grad_factor = c
-            super().multiply_grads(c)
-
-    def all_reduce_grads(self, module: torch.nn.Module) -> None:
-        if not self.core.probing:
-            super().all_reduce_grads(module)
-
-    def clip_grad_norm(self, max_norm: float, aggregate_norm_fn: Any = None) -> torch.Tensor:
-        """Report the norm of g_0 but clip only the final direction (inside the update)."""
-        self.clip_norm = max_norm
-        return utils.clip_grad_norm_(self.params, 0.0, aggregate_norm_fn)
+    @property
+    def supports_memory_efficient_fp16(self) -> bool:
+        return bool(getattr(self.core.base, "supports_memory_efficient_fp16", False))
 
     def step(self, closure: Any = None, scale: float = 1.0, groups: Any = None) -> None:
         raise RuntimeError(f"--optimizer {self.variant.name} updates inside task.optimizer_step; load "

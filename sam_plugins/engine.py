@@ -160,7 +160,7 @@ class SharpnessAware(torch.optim.Optimizer):
         self._backup: list[Tensor] = []
         self._bn_saved: list[Tensor] = []
         self._probing = False
-        self._backward_helper_used = False
+        self._probes_without_grad = False
 
     # ----------------------------------------------------------------- hooks for variants
     def _validate(self) -> None:
@@ -198,7 +198,7 @@ class SharpnessAware(torch.optim.Optimizer):
         """
         if self._probing:
             return
-        self._backward_helper_used = True
+        self._probes_without_grad = True
         (self.grad_scaler.scale(loss) if self.grad_scaler is not None else loss).backward()
 
     @property
@@ -222,8 +222,8 @@ class SharpnessAware(torch.optim.Optimizer):
 
         With ``loss`` given, the caller has already run the first pass: ``.grad`` holds the gradient
         at θ and ``loss`` its loss, and the closure runs only the later passes (integrations whose
-        framework computes the first pass itself, e.g. fairseq's trainer). The closure then replays
-        any RNG state itself.
+        framework computes the first pass itself, e.g. fairseq's trainer). Such a closure replays any
+        RNG state itself and skips backward while ``opt.probing`` is True (probes run under no_grad).
         """
         if closure is None:
             raise RuntimeError(
@@ -232,7 +232,7 @@ class SharpnessAware(torch.optim.Optimizer):
                 "return loss` and call `opt.step(closure)`.")
         ctx = Update(closure=closure)
         if loss is None:
-            self._backward_helper_used = False
+            self._probes_without_grad = False
             devices = {p.device for g in self.param_groups for p in g["params"]}
             ctx.rng = _RngReplay(devices) if self.hp.replay_rng else _NoReplay()
             for group in self.param_groups:
@@ -240,6 +240,7 @@ class SharpnessAware(torch.optim.Optimizer):
                     p.grad = None
             loss0 = self._gradient_pass(ctx, first=True)
         else:
+            self._probes_without_grad = True
             ctx.rng = _NoReplay()
             loss0 = loss
         ctx.params = [p for g in self.param_groups for p in g["params"] if p.grad is not None]
@@ -294,7 +295,7 @@ class SharpnessAware(torch.optim.Optimizer):
         ctx.rng.replay()
         self._probing = True
         try:
-            grad_mode = torch.no_grad() if self._backward_helper_used else torch.enable_grad()
+            grad_mode = torch.no_grad() if self._probes_without_grad else torch.enable_grad()
             with grad_mode:
                 loss = ctx.closure()
         finally:

@@ -236,3 +236,26 @@ def test_two_gloo_workers_equal_one_worker_with_twice_the_update_freq(data_bin, 
     one, two = model_weights(tmp_path / "one/checkpoint_last.pt"), model_weights(tmp_path / "two/checkpoint_last.pt")
     for key in one:
         torch.testing.assert_close(two[key], one[key], rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize(("precision", "base"), [
+    (["--fp16", "--fp16-no-flatten-grads"], ["--sam-base", "sgd", "--lr", "1.0"]),
+    # fp16 in place needs a base that steps fp16 parameters in fp32: fairseq's adam.
+    (["--memory-efficient-fp16"], ["--sam-base", "adam", "--lr", "0.01"]),
+])
+def test_fp16_updates_match_fp32(data_bin, tmp_path, precision, base):
+    """Through fairseq's fp16 wrappers (loss scaling, fp32 masters or fp16 in place) the SAM update
+    matches the fp32 one to fp16 accuracy; a wrong scale or accumulated replays would be far off."""
+    args = ["--optimizer", "sam", *base, "--update-freq", "2", "--dropout", "0", "--sam-rho", "0.1"]
+    train(data_bin, tmp_path / "init", *args, "--lr", "0", "--max-update", "1")
+    train(data_bin, tmp_path / "fp32", *args, "--max-update", "2")
+    log = train(data_bin, tmp_path / "fp16", *args, *precision, "--fp16-init-scale", "4", "--max-update", "2")
+    assert "loss_scale=" in log.stdout + log.stderr
+    init, fp32, fp16 = (model_weights(tmp_path / d / "checkpoint_last.pt") for d in ("init", "fp32", "fp16"))
+    expected = torch.cat([(fp32[k] - init[k]).flatten() for k in init])
+    got = torch.cat([(fp16[k].float() - init[k]).flatten() for k in init])
+    error = float((got - expected).norm() / expected.norm())
+    assert float(expected.norm()) > 0.1
+    assert error < 0.05, error
+    state = load(tmp_path / "fp16/checkpoint_last.pt")["last_optimizer_state"]["sam"]
+    assert state["counters"] == {"updates": 2, "skipped": 0}
