@@ -1,0 +1,82 @@
+"""The IWSLT14 recipes: shellcheck, and the whole pipeline in its tiny mode on CPU."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+RECIPE = ROOT / "recipes" / "iwslt14_deen"
+SCRIPTS = sorted(p for p in (ROOT / "recipes").rglob("*") if p.suffix in (".sh", ".sbatch"))
+
+pytestmark = pytest.mark.fairseq
+
+
+def run(*args: str | Path, check: bool = True) -> subprocess.CompletedProcess:
+    env_python = {"PY": sys.executable, "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"}
+    result = subprocess.run([str(a) for a in args], capture_output=True, text=True, env=env_python)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{args[0]} failed:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}")
+    return result
+
+
+def test_scripts_pass_shellcheck():
+    assert len(SCRIPTS) >= 6
+    run(Path(sys.executable).parent / "shellcheck", *SCRIPTS)
+
+
+def test_tiny_pipeline_end_to_end(tmp_path):
+    table = run(RECIPE / "run_all.sh", "--tiny", "--seeds", "1", tmp_path).stdout
+    rows = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert [r.split("|")[1].strip() for r in rows] == ["adam", "sam", "xsam"]
+    assert "35.63 ± 0.12" in rows[2] and "35.30 ± 0.04" in rows[1]
+    for optimizer in ("adam", "sam", "xsam"):
+        run_dir = tmp_path / "runs" / optimizer / "seed1"
+        scores = json.loads((run_dir / "bleu.json").read_text())
+        assert scores["sentences"] > 50 and scores["bleu"] >= 0
+        assert "H-0\t" in (run_dir / "generate.out").read_text() or "H-1\t" in (run_dir / "generate.out").read_text()
+        assert (run_dir / "checkpoint_last.pt").exists()
+    log = (tmp_path / "runs" / "xsam" / "seed1" / "train.log").read_text()
+    assert "sam_alpha" in log and "transformer" in log
+    assert (tmp_path / "data" / "tokenized" / "code").exists()
+
+
+def test_collect_reports_mean_and_std_over_seeds(tmp_path):
+    values = {"sam": [35.1, 35.5, 35.3], "xsam": [35.9, 35.4]}
+    for optimizer, bleus in values.items():
+        for seed, value in enumerate(bleus, 1):
+            directory = tmp_path / optimizer / f"seed{seed}"
+            directory.mkdir(parents=True)
+            (directory / "bleu.json").write_text(json.dumps({"bleu": value, "sacrebleu": value - 1, "sentences": 9}))
+    table = run(RECIPE / "collect.sh", tmp_path).stdout
+    for optimizer, bleus in values.items():
+        row = next(line for line in table.splitlines() if line.startswith(f"| {optimizer} |"))
+        mean, std = statistics.mean(bleus), statistics.stdev(bleus)
+        assert f"| {len(bleus)} | {mean:.2f} ± {std:.2f} | {mean - 1:.2f} ± {std:.2f} |" in row
+    assert (tmp_path / "results.md").read_text().strip() == table.strip()
+
+
+def test_clean_filters_like_the_standard_preparation(tmp_path):
+    src, tgt = tmp_path / "a.de", tmp_path / "a.en"
+    src.write_text("a b c\n\nx\n" + "w " * 176 + "\na b\n")
+    tgt.write_text("a b\nz\nx y z\nv\nc d\n")
+    run(sys.executable, RECIPE / "tools.py", "clean", src, tgt, tmp_path / "o.de", tmp_path / "o.en")
+    assert (tmp_path / "o.de").read_text().splitlines() == ["a b c", "a b"]
+    assert (tmp_path / "o.en").read_text().splitlines() == ["a b", "c d"]
+
+
+@pytest.mark.parametrize(("script", "args", "message"), [
+    ("train.sh", ["--optimizer", "lamb", "d", "s"], "--optimizer must be one of adam, sam, xsam (got 'lamb')"),
+    ("train.sh", ["--optimizr", "sam", "d", "s"], "unknown option --optimizr"),
+    ("prepare.sh", ["--small", "out"], "unknown option --small"),
+    ("evaluate.sh", ["only-one"], "usage: evaluate.sh"),
+])
+def test_bad_arguments_fail_with_a_clear_message(script, args, message):
+    result = run(RECIPE / script, *args, check=False)
+    assert result.returncode == 2
+    assert message in result.stderr
