@@ -259,3 +259,19 @@ def test_fp16_updates_match_fp32(data_bin, tmp_path, precision, base):
     assert error < 0.05, error
     state = load(tmp_path / "fp16/checkpoint_last.pt")["last_optimizer_state"]["sam"]
     assert state["counters"] == {"updates": 2, "skipped": 0}
+
+
+def test_fp16_overflow_in_a_replay_skips_and_backs_off(data_bin, tmp_path):
+    """ρ = 20 sends every perturbed pass to fp16 overflow: each update is skipped with the weights
+    unchanged and fairseq's loss scale halves."""
+    args = ["--optimizer", "sam", "--update-freq", "2", "--dropout", "0", "--fp16", "--fp16-no-flatten-grads",
+            "--fp16-init-scale", "128"]
+    train(data_bin, tmp_path / "init", *args, "--lr", "0", "--max-update", "1")
+    log = train(data_bin, tmp_path / "skip", *args, "--sam-rho", "20", "--max-update", "3")
+    text = log.stdout + log.stderr
+    assert re.findall(r"gnorm=[\d.]+, loss_scale=(\d+)", text) == ["64", "32", "16"]
+    init = model_weights(tmp_path / "init/checkpoint_last.pt")
+    skipped = model_weights(tmp_path / "skip/checkpoint_last.pt")
+    assert all(torch.equal(init[k], skipped[k]) for k in init)
+    state = load(tmp_path / "skip/checkpoint_last.pt")["last_optimizer_state"]["sam"]
+    assert state["counters"] == {"updates": 0, "skipped": 3}
