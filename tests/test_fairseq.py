@@ -221,8 +221,9 @@ def free_port() -> int:
 
 @pytest.mark.parametrize("name", ["xsam", "msamplus"])
 def test_two_gloo_workers_equal_one_worker_with_twice_the_update_freq(data_bin, tmp_path, name):
-    """legacy_ddp on 2 CPU processes: the same global batch, the same probes (losses all-reduced)."""
-    args = ["--optimizer", name, "--max-update", "3", "--dropout", "0", "--sam-rho", "0.1"]
+    """legacy_ddp on 2 CPU processes: the same global batch, the same probes (losses all-reduced).
+    An epoch is 9 batches here, so its last update gives the second worker a dummy batch."""
+    args = ["--optimizer", name, "--max-tokens", "700", "--max-update", "5", "--dropout", "0", "--sam-rho", "0.1"]
     single = train(data_bin, tmp_path / "one", *args, "--update-freq", "2")
     distributed = ["--distributed-world-size", "2", "--distributed-backend", "gloo", "--distributed-no-spawn",
                    "--distributed-init-method", f"tcp://127.0.0.1:{free_port()}", "--ddp-backend", "legacy_ddp"]
