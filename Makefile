@@ -5,7 +5,7 @@ PY := .venv/bin/python
 .PHONY: demo test lint venv
 
 venv:
-	@tools/bootstrap.sh dev,fairseq
+	@tools/bootstrap.sh dev,fairseq,timm
 
 demo: venv
 	$(PY) -m sam_plugins.demo --out out/demo

@@ -161,6 +161,7 @@ class SharpnessAware(torch.optim.Optimizer):
         self._bn_saved: list[Tensor] = []
         self._probing = False
         self._probes_without_grad = False
+        self.closure_hint = ""
 
     # ----------------------------------------------------------------- hooks for variants
     def _validate(self) -> None:
@@ -229,7 +230,7 @@ class SharpnessAware(torch.optim.Optimizer):
             raise RuntimeError(
                 f"{type(self).__name__}.step() needs a closure: a sharpness-aware update evaluates the batch "
                 "several times. Write `def closure(): loss = criterion(model(x), y); opt.backward(loss); "
-                "return loss` and call `opt.step(closure)`.")
+                f"return loss` and call `opt.step(closure)`.{self.closure_hint}")
         ctx = Update(closure=closure)
         if loss is None:
             self._probes_without_grad = False

@@ -13,6 +13,11 @@ if [ -x "$venv/bin/python" ] && [ -f "$venv/.stamp" ] && [ "$(cat "$venv/.stamp"
   exit 0
 fi
 [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
-"$venv/bin/python" -m pip install --quiet --upgrade pip
-"$venv/bin/python" -m pip install --quiet -c "$root/constraints.txt" -e "$root[$extras]"
+echo "installing .[$extras] into .venv (log: .venv/install.log)"
+if ! { "$venv/bin/python" -m pip install --upgrade pip &&
+       "$venv/bin/python" -m pip install -c "$root/constraints.txt" -e "${root}[${extras}]"; } > "$venv/install.log" 2>&1; then
+  tail -n 40 "$venv/install.log" >&2
+  echo "bootstrap: pip install failed; see .venv/install.log" >&2
+  exit 1
+fi
 echo "$stamp_value" > "$venv/.stamp"
