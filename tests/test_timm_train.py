@@ -1,0 +1,108 @@
+"""timm_ext.train end to end on the digits ImageFolder (timm's real dataset, loader and scheduler)."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import sam_plugins
+
+pytestmark = pytest.mark.timm
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    from timm_ext.digits import write_digits
+
+    out = tmp_path_factory.mktemp("digits")
+    write_digits(out, size=16)
+    return out
+
+
+def train(digits, out, *args, check=True):
+    command = [sys.executable, "-m", "timm_ext.train", "--data-dir", str(digits), "--dataset", "", "--num-classes",
+               "10", "--img-size", "16", "-b", "64", "--workers", "0", "--warmup-epochs", "0", "--no-aug",
+               "--log-interval", "100", "--output", str(out), "--experiment", "run", *args]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+    if check and result.returncode != 0:
+        raise AssertionError(result.stdout[-2000:] + result.stderr[-4000:])
+    return result
+
+
+def summary(out):
+    with open(out / "run" / "summary.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def weights(out, name="last.pth.tar"):
+    return torch.load(out / "run" / name, map_location="cpu", weights_only=True)
+
+
+@pytest.mark.parametrize("name", sam_plugins.available())
+def test_every_variant_trains_an_epoch(digits, tmp_path, name):
+    train(digits, tmp_path, "--model", "test_resnet", "--epochs", "1", "--opt", name, "--lr", "0.05",
+          "--opt-kwargs", "base=momentum", "--sam-rho", "0.05")
+    rows = summary(tmp_path)
+    assert len(rows) == 1 and float(rows[0]["eval_top1"]) > 10
+    state = weights(tmp_path)["optimizer"]["sam"]
+    assert state["variant"] == name and state["counters"]["updates"] == 1437 // 64
+
+
+def test_xsam_beats_chance_and_logs_alpha(digits, tmp_path):
+    result = train(digits, tmp_path, "--model", "test_resnet", "--epochs", "3", "--opt", "xsam", "--lr", "0.05",
+                   "--sam-rho", "0.1", "--opt-kwargs", "base=momentum")
+    rows = summary(tmp_path)
+    assert float(rows[-1]["eval_top1"]) > 60
+    assert "alpha" in result.stdout + result.stderr and "train_alpha" in rows[0]
+
+
+def test_resume_is_bit_identical(digits, tmp_path):
+    common = ["--model", "test_resnet", "--opt", "xsam", "--lr", "0.05", "--opt-kwargs", "base=momentum",
+              "--model-ema"]
+    train(digits, tmp_path / "straight", *common, "--epochs", "3")
+    train(digits, tmp_path / "resumed", *common, "--epochs", "3", "--resume",
+          str(tmp_path / "straight" / "run" / "checkpoint-1.pth.tar"))
+    assert [r["epoch"] for r in summary(tmp_path / "resumed")] == ["2"]
+    a, b = weights(tmp_path / "straight"), weights(tmp_path / "resumed")
+    for key in ("state_dict", "state_dict_ema"):
+        assert all(torch.equal(a[key][k], b[key][k]) for k in a[key]), key
+    assert a["optimizer"]["sam"] == b["optimizer"]["sam"]
+
+
+def test_gradient_accumulation_equals_the_large_batch(digits, tmp_path):
+    """A LayerNorm model (BatchNorm would see smaller batches): 2 × 32 accumulated = 64."""
+    common = ["--model", "test_vit", "--model-kwargs", "img_size=16", "patch_size=4", "--epochs", "1",
+              "--opt", "xsam", "--lr", "0.01", "--opt-kwargs", "base=momentum", "--sched", "none"]
+    train(digits, tmp_path / "large", *common)
+    train(digits, tmp_path / "accum", *common, "-b", "32", "--grad-accum-steps", "2")
+    a, b = weights(tmp_path / "large")["state_dict"], weights(tmp_path / "accum")["state_dict"]
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-5)
+
+
+def test_bf16_autocast_runs(digits, tmp_path):
+    train(digits, tmp_path, "--model", "test_resnet", "--epochs", "1", "--opt", "sam", "--lr", "0.05",
+          "--amp", "--amp-dtype", "bfloat16")
+    assert float(summary(tmp_path)[0]["eval_loss"]) < 10
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--opt", "lookahead_xsam"], "cannot be wrapped"),
+    (["--opt", "xsam", "--sam-rho", "0"], "rho=0.0 is invalid; allowed: a float in (0.0, inf)"),
+    (["--opt", "sgd", "--sam-rho", "0.1"], "--sam-* flags need a sharpness-aware --opt"),
+    (["--opt", "sam", "--sam-rho-m", "0.3"], "--opt sam has no hyperparameter(s) ['rho_m']"),
+    (["--opt", "xsam", "--clip-grad", "1", "--clip-mode", "agc"], "--clip-mode agc is not supported"),
+    (["--opt", "xsam", "--opt-kwargs", "base=adamm"], "unknown base optimizer 'adamm'"),
+    (["--opt", "xsam", "--sam-grad-scale", "norm"], "invalid choice: 'norm'"),
+])
+def test_bad_flags_fail_fast(digits, tmp_path, args, message):
+    result = train(digits, tmp_path, "--model", "test_resnet", "--epochs", "1", *args, check=False)
+    assert result.returncode != 0
+    assert message in result.stdout + result.stderr
+    assert not (tmp_path / "run" / "summary.csv").exists()
