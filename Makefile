@@ -10,6 +10,7 @@ venv:
 demo: venv
 	$(PY) -m sam_plugins.demo --out out/demo
 	$(PY) -m fairseq_ext.demo --out out/fairseq_demo
+	$(PY) -m timm_ext.demo --out out/timm_demo
 
 lint: venv
 	$(PY) -m ruff check .

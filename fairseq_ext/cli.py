@@ -10,11 +10,11 @@ from pathlib import Path
 USER_DIR = str(Path(__file__).resolve().parent)
 
 
-def run(tool: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+def run(tool: str, *args: str, check: bool = True, timeout: float | None = None) -> subprocess.CompletedProcess:
     """``tool args...`` with output captured; on failure (``check``) raise with the output's tail."""
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "PYTHONWARNINGS": "ignore"}
     result = subprocess.run([str(Path(sys.executable).parent / tool), *args], capture_output=True, text=True,
-                            env=env)
+                            env=env, timeout=timeout)
     if check and result.returncode != 0:
         raise RuntimeError(f"{tool} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
     return result

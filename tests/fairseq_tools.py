@@ -31,7 +31,7 @@ def make_data_bin(root: Path, train: int = 600, valid: int = 40, test: int = 40)
 
 
 def train(data_bin: Path, save_dir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return cli("fairseq-train", str(data_bin), *COMMON, "--save-dir", str(save_dir), *args, check=check)
+    return cli("fairseq-train", str(data_bin), *COMMON, "--save-dir", str(save_dir), *args, check=check, timeout=900)
 
 
 def load(path: Path) -> dict:

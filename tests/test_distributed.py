@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import os
 
 import torch
@@ -24,7 +25,7 @@ def shards() -> tuple[torch.Tensor, torch.Tensor]:
 
 def worker(rank: int, port: int, mode: str, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+    dist.init_process_group("gloo", rank=rank, world_size=WORLD, timeout=datetime.timedelta(seconds=120))
     torch.set_num_threads(1)
     model = make_model()
     ddp = DistributedDataParallel(model)

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.fairseq
 
 def run(*args: str | Path, check: bool = True) -> subprocess.CompletedProcess:
     env_python = {"PY": sys.executable, "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"}
-    result = subprocess.run([str(a) for a in args], capture_output=True, text=True, env=env_python)
+    result = subprocess.run([str(a) for a in args], capture_output=True, text=True, env=env_python, timeout=900)
     if check and result.returncode != 0:
         raise AssertionError(f"{args[0]} failed:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}")
     return result

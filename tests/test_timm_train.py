@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -29,7 +30,7 @@ def train(digits, out, *args, check=True):
     command = [sys.executable, "-m", "timm_ext.train", "--data-dir", str(digits), "--dataset", "", "--num-classes",
                "10", "--img-size", "16", "-b", "64", "--workers", "0", "--warmup-epochs", "0", "--no-aug",
                "--log-interval", "100", "--output", str(out), "--experiment", "run", *args]
-    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=900)
     if check and result.returncode != 0:
         raise AssertionError(result.stdout[-2000:] + result.stderr[-4000:])
     return result
@@ -106,3 +107,30 @@ def test_bad_flags_fail_fast(digits, tmp_path, args, message):
     assert result.returncode != 0
     assert message in result.stdout + result.stderr
     assert not (tmp_path / "run" / "summary.csv").exists()
+
+
+@pytest.mark.parametrize("ascent", [[], ["--sam-local-ascent"]])
+def test_torchrun_two_gloo_replicas_stay_identical(digits, tmp_path, ascent):
+    torchrun = Path(sys.executable).parent / "torchrun"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    command = [str(torchrun), "--nproc_per_node", "2", "--master_port", str(port), "-m", "timm_ext.train",
+               "--data-dir", str(digits), "--dataset", "", "--num-classes", "10", "--img-size", "16", "-b", "32",
+               "--workers", "0", "--warmup-epochs", "0", "--no-aug", "--epochs", "2", "--model", "test_resnet",
+               "--opt", "xsam", "--lr", "0.05", "--opt-kwargs", "base=momentum", "--output", str(tmp_path),
+               "--experiment", "run", *ascent]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=900)
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-4000:]
+    assert log.count("replica spread 0") == 2, log[-3000:]
+    assert float(summary(tmp_path)[-1]["eval_top1"]) > 30
+
+
+def test_demo_prints_the_comparison(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "timm_ext.demo", "--out", str(tmp_path), "--epochs", "1",
+                             "--runs", "sgd", "xsam"], capture_output=True, text=True, cwd=ROOT, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = (tmp_path / "accuracy.md").read_text().splitlines()[2:]
+    assert [r.split("|")[1].strip() for r in rows] == ["sgd", "xsam"]
+    assert all(0 <= float(r.split("|")[2]) <= 100 for r in rows)

@@ -291,6 +291,15 @@ def train_one_epoch(epoch: int, model: nn.Module, loader: Any, optimizer: torch.
     return metrics
 
 
+def replica_spread(model: nn.Module) -> float:
+    """Largest difference of any parameter between data-parallel replicas (0.0: identical)."""
+    flat = torch.cat([p.detach().reshape(-1).float() for p in model.parameters()])
+    high, low = flat.clone(), flat.clone()
+    dist.all_reduce(high, op=dist.ReduceOp.MAX)
+    dist.all_reduce(low, op=dist.ReduceOp.MIN)
+    return float((high - low).max())
+
+
 def validate(model: nn.Module, loader: Any, device: torch.device, amp: contextlib.AbstractContextManager,
              args: argparse.Namespace, distributed: bool) -> OrderedDict:
     model.eval()
@@ -421,6 +430,10 @@ def main(argv: list[str] | None = None) -> OrderedDict:
         if model_ema is not None:
             ema_metrics = validate(model_ema.module, loader_eval, device, amp, args, distributed)
             eval_metrics.update({f"ema_{k}": v for k, v in ema_metrics.items()})
+        if distributed:
+            spread = replica_spread(model)
+            if rank == 0:
+                _logger.info(f"Epoch {epoch}: replica spread {spread:.3g}")
         if rank == 0:
             _logger.info(f"Epoch {epoch}: train loss {train_metrics['loss']:.4f}  eval loss {eval_metrics['loss']:.4f}"
                          f"  top1 {eval_metrics['top1']:.2f}  top5 {eval_metrics['top5']:.2f}")
