@@ -80,3 +80,24 @@ def test_bad_arguments_fail_with_a_clear_message(script, args, message):
     result = run(RECIPE / script, *args, check=False)
     assert result.returncode == 2
     assert message in result.stderr
+
+
+@pytest.mark.timm
+@pytest.mark.parametrize("task", ["imagenet_resnet50", "cifar100_vit_ti"])
+def test_timm_recipe_tiny_runs_and_collects(tmp_path, task):
+    from timm_ext.digits import write_digits
+
+    write_digits(tmp_path / "digits", size=16)
+    for optimizer in ("base", "xsam"):
+        run(ROOT / "recipes" / task / "train.sh", "--optimizer", optimizer, "--tiny", tmp_path / "digits",
+            tmp_path / "out")
+        assert (tmp_path / "out" / optimizer / "seed1" / "summary.csv").exists()
+    log = (tmp_path / "out" / "xsam" / "seed1" / "train.log").read_text()
+    assert "alpha" in log
+    table = run(ROOT / "recipes" / task / "collect.sh", tmp_path / "out").stdout
+    rows = [line.split("|")[1].strip() for line in table.splitlines()[2:]]
+    assert rows == ["base", "xsam"]
+    paper = {"imagenet_resnet50": "77.22 ± 0.07", "cifar100_vit_ti": "68.32 ± 0.18"}[task]
+    assert paper in table.splitlines()[-1]
+    bad = run(ROOT / "recipes" / task / "train.sh", "--optimizer", "adamw", "d", "o", check=False)
+    assert bad.returncode == 2 and "--optimizer must be one of base, sam, xsam (got 'adamw')" in bad.stderr
