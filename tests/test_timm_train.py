@@ -134,3 +134,21 @@ def test_demo_prints_the_comparison(tmp_path):
     rows = (tmp_path / "accuracy.md").read_text().splitlines()[2:]
     assert [r.split("|")[1].strip() for r in rows] == ["sgd", "xsam"]
     assert all(0 <= float(r.split("|")[2]) <= 100 for r in rows)
+
+
+def test_ema_steps_once_per_update(digits, tmp_path, monkeypatch):
+    """XSAM runs the model ~23 times per update (passes and probes); the EMA must step once."""
+    import timm_ext.train as entry
+
+    steps = []
+
+    class CountingEma(entry.ModelEmaV3):
+        def update(self, model, step=None):
+            steps.append(step)
+            super().update(model, step=step)
+
+    monkeypatch.setattr(entry, "ModelEmaV3", CountingEma)
+    entry.main(["--data-dir", str(digits), "--dataset", "", "--num-classes", "10", "--img-size", "16", "-b", "64",
+                "--workers", "0", "--warmup-epochs", "0", "--no-aug", "--model", "test_resnet", "--epochs", "2",
+                "--opt", "xsam", "--lr", "0.05", "--model-ema", "--log-interval", "100"])
+    assert steps == list(range(1, 2 * (1437 // 64) + 1))
