@@ -12,18 +12,9 @@
 # shellcheck source=common.sh
 source "$(dirname "$0")/common.sh"
 
-optimizer="" seed=1 gpus=1 tiny=0
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --optimizer) optimizer=$2; shift 2 ;;
-    --seed) seed=$2; shift 2 ;;
-    --gpus) gpus=$2; shift 2 ;;
-    --tiny) tiny=1; shift ;;
-    --) shift; break ;;
-    -*) die "unknown option $1 (allowed: --optimizer, --seed, --gpus, --tiny)" ;;
-    *) break ;;
-  esac
-done
+parse_run_options "$@"
+optimizer=$OPTIMIZER seed=$SEED gpus=$GPUS tiny=$TINY
+set -- "${REST[@]}"
 [ $# -ge 2 ] || die "usage: train.sh --optimizer adam|sam|xsam [--seed N] [--gpus G] [--tiny] DATA_BIN SAVE_DIR"
 data=$1 save=$2
 shift 2

@@ -2,31 +2,16 @@
 # Shared launcher of the timm recipes: option parsing, single process / torchrun, tiny mode.
 # A recipe sets PAPER_ARGS (its Table 9 settings), BASE_OPT (the plain optimizer), SAM_BASE (the base's
 # timm name), SAM_ARGS and XSAM_ARGS, TINY_ARGS, then calls `timm_recipe "$@"`.
-set -euo pipefail
-LIB_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-REPO_DIR=$(cd "$LIB_DIR/../.." && pwd)
-if [ -z "${PY:-}" ]; then
-  if [ -x "$REPO_DIR/.venv/bin/python" ]; then PY="$REPO_DIR/.venv/bin/python"; else PY=python; fi
-fi
-
-die() { echo "$(basename "$0"): $*" >&2; exit 2; }
+# shellcheck source=common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 # timm_recipe --optimizer base|sam|xsam [--seed N] [--gpus G] [--tiny] DATA OUT [timm_ext.train flags...]
 # Runs OUT/<optimizer>/seed<N> (summary.csv, checkpoints, train.log). With NNODES > 1 (set by
 # slurm.sbatch) it joins a multi-node torchrun rendezvous at RDZV_ENDPOINT.
 timm_recipe() {
-  local optimizer="" seed=1 gpus=1 tiny=0
-  while [ $# -gt 0 ]; do
-    case "$1" in
-      --optimizer) optimizer=$2; shift 2 ;;
-      --seed) seed=$2; shift 2 ;;
-      --gpus) gpus=$2; shift 2 ;;
-      --tiny) tiny=1; shift ;;
-      --) shift; break ;;
-      -*) die "unknown option $1 (allowed: --optimizer, --seed, --gpus, --tiny)" ;;
-      *) break ;;
-    esac
-  done
+  parse_run_options "$@"
+  local optimizer=$OPTIMIZER seed=$SEED gpus=$GPUS tiny=$TINY
+  set -- "${REST[@]}"
   [ $# -ge 2 ] || die "usage: $(basename "$0") --optimizer base|sam|xsam [--seed N] [--gpus G] [--tiny] DATA OUT"
   local data=$1 out=$2
   shift 2
@@ -43,11 +28,11 @@ timm_recipe() {
              --experiment "seed$seed" "$@")
   mkdir -p "$out/$optimizer/seed$seed"
   if [ "${NNODES:-1}" -gt 1 ]; then
-    "$(dirname "$PY")/torchrun" --nnodes "$NNODES" --nproc_per_node "$gpus" --rdzv_backend c10d \
+    "$BIN/torchrun" --nnodes "$NNODES" --nproc_per_node "$gpus" --rdzv_backend c10d \
       --rdzv_endpoint "${RDZV_ENDPOINT:?set RDZV_ENDPOINT=host:port}" --rdzv_id "${RDZV_ID:-sam}" \
       -m timm_ext.train "${run[@]}"
   elif [ "$gpus" -gt 1 ]; then
-    "$(dirname "$PY")/torchrun" --nproc_per_node "$gpus" -m timm_ext.train "${run[@]}"
+    "$BIN/torchrun" --nproc_per_node "$gpus" -m timm_ext.train "${run[@]}"
   else
     "$PY" -m timm_ext.train "${run[@]}"
   fi 2>&1 | tee "$out/$optimizer/seed$seed/train.log"
