@@ -26,9 +26,10 @@ def digits(tmp_path_factory):
     return out
 
 
-def train(digits, out, *args, check=True):
+def train(digits, out, *args, check=True, aug=False):
     command = [sys.executable, "-m", "timm_ext.train", "--data-dir", str(digits), "--dataset", "", "--num-classes",
-               "10", "--img-size", "16", "-b", "64", "--workers", "0", "--warmup-epochs", "0", "--no-aug",
+               "10", "--img-size", "16", "-b", "64", "--workers", "0", "--warmup-epochs", "0",
+               *([] if aug else ["--no-aug"]),
                "--log-interval", "100", "--output", str(out), "--experiment", "run", *args]
     result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=900)
     if check and result.returncode != 0:
@@ -65,10 +66,10 @@ def test_xsam_beats_chance_and_logs_alpha(digits, tmp_path):
 
 def test_resume_is_bit_identical(digits, tmp_path):
     common = ["--model", "test_resnet", "--opt", "xsam", "--lr", "0.05", "--opt-kwargs", "base=momentum",
-              "--model-ema"]
-    train(digits, tmp_path / "straight", *common, "--epochs", "3")
+              "--model-ema", "--scale", "0.5", "1.0", "--hflip", "0.5"]
+    train(digits, tmp_path / "straight", *common, "--epochs", "3", aug=True)
     train(digits, tmp_path / "resumed", *common, "--epochs", "3", "--resume",
-          str(tmp_path / "straight" / "run" / "checkpoint-1.pth.tar"))
+          str(tmp_path / "straight" / "run" / "checkpoint-1.pth.tar"), aug=True)
     assert [r["epoch"] for r in summary(tmp_path / "resumed")] == ["2"]
     a, b = weights(tmp_path / "straight"), weights(tmp_path / "resumed")
     for key in ("state_dict", "state_dict_ema"):

@@ -35,7 +35,15 @@ from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from timm.models import create_model, resume_checkpoint
 from timm.optim import create_optimizer_v2, optimizer_kwargs
 from timm.scheduler import create_scheduler_v2, scheduler_kwargs
-from timm.utils import CheckpointSaver, ModelEmaV3, ParseKwargs, accuracy, dispatch_clip_grad, update_summary
+from timm.utils import (
+    CheckpointSaver,
+    ModelEmaV3,
+    ParseKwargs,
+    accuracy,
+    dispatch_clip_grad,
+    random_seed,
+    update_summary,
+)
 from torch import nn
 
 import sam_plugins
@@ -328,7 +336,7 @@ def main(argv: list[str] | None = None) -> OrderedDict:
     variant = check_args(args)
     distributed, rank, world = setup_distributed(args)
     device = torch.device(args.device)
-    torch.manual_seed(args.seed + rank)
+    random_seed(args.seed, rank)
     data_dir = args.data_dir or args.data
     if data_dir is None:
         raise SystemExit("give the dataset directory with --data-dir DIR")
@@ -421,7 +429,7 @@ def main(argv: list[str] | None = None) -> OrderedDict:
                                 decreasing=args.eval_metric == "loss", max_history=args.checkpoint_hist)
     eval_metrics: OrderedDict = OrderedDict()
     for epoch in range(start_epoch, num_epochs):
-        torch.manual_seed(args.seed + 1000 * epoch + rank)
+        random_seed(args.seed + 1000 * epoch, rank)  # torch, numpy and random: augmentations too
         if distributed and hasattr(loader_train.sampler, "set_epoch"):
             loader_train.sampler.set_epoch(epoch)
         train_metrics = train_one_epoch(epoch, model, loader_train, optimizer, train_loss_fn, args, device,
