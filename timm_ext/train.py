@@ -453,6 +453,7 @@ def main(argv: list[str] | None = None) -> OrderedDict:
         if lr_scheduler is not None:
             lr_scheduler.step(epoch + 1, eval_metrics[args.eval_metric])
     if distributed:
+        dist.barrier()  # rank 0 may still be writing checkpoints; leave together
         dist.destroy_process_group()
     return eval_metrics
 
