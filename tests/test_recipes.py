@@ -17,9 +17,9 @@ SCRIPTS = sorted(p for p in (ROOT / "recipes").rglob("*") if p.suffix in (".sh",
 pytestmark = pytest.mark.fairseq
 
 
-def run(*args: str | Path, check: bool = True) -> subprocess.CompletedProcess:
-    env_python = {"PY": sys.executable, "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"}
-    result = subprocess.run([str(a) for a in args], capture_output=True, text=True, env=env_python, timeout=900)
+def run(*args: str | Path, check: bool = True, **env: str) -> subprocess.CompletedProcess:
+    env = {"PY": sys.executable, "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", **env}
+    result = subprocess.run([str(a) for a in args], capture_output=True, text=True, env=env, timeout=900)
     if check and result.returncode != 0:
         raise AssertionError(f"{args[0]} failed:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}")
     return result
@@ -101,3 +101,24 @@ def test_timm_recipe_tiny_runs_and_collects(tmp_path, task):
     assert paper in table.splitlines()[-1]
     bad = run(ROOT / "recipes" / task / "train.sh", "--optimizer", "adamw", "d", "o", check=False)
     assert bad.returncode == 2 and "--optimizer must be one of base, sam, xsam (got 'adamw')" in bad.stderr
+
+
+@pytest.mark.parametrize(("task", "gpus", "nodes", "batch"), [
+    ("imagenet_resnet50", "1", "1", "512"), ("imagenet_resnet50", "4", "1", "128"),
+    ("imagenet_resnet50", "8", "2", "32"), ("cifar100_vit_ti", "2", "1", "128")])
+def test_timm_recipe_splits_the_paper_batch_over_gpus(task, gpus, nodes, batch):
+    """The paper's global batch holds for any GPU count: per-GPU -b and the launcher (dry run)."""
+    env = {"DRY_RUN": "1", "NNODES": nodes, "RDZV_ENDPOINT": "node0:29500"}
+    words = run(ROOT / "recipes" / task / "train.sh", "--optimizer", "xsam", "--gpus", gpus, "data", "out",
+                **env).stdout.split()
+    assert words[words.index("-b") + 1] == batch
+    assert words[words.index("--opt") + 1] == "xsam"
+    launcher = words[:words.index("-m")]
+    if gpus == "1":
+        assert launcher == [sys.executable]
+    else:
+        assert Path(launcher[0]).name == "torchrun" and launcher[launcher.index("--nproc_per_node") + 1] == gpus
+        assert ("--nnodes" in launcher) == (nodes != "1")
+    bad = run(ROOT / "recipes" / task / "train.sh", "--optimizer", "xsam", "--gpus", "3", "data", "out",
+              check=False, DRY_RUN="1")
+    assert bad.returncode == 2 and "does not split over 3 GPUs" in bad.stderr

@@ -216,6 +216,15 @@ def setup_distributed(args: argparse.Namespace) -> tuple[bool, int, int]:
     return False, 0, 1
 
 
+def mean_over_replicas(values: list[float], distributed: bool, device: torch.device) -> list[float]:
+    """Averages of per-replica values (logged metrics), like timm's reduce_tensor; one all-reduce."""
+    if not distributed:
+        return values
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(tensor)
+    return (tensor / dist.get_world_size()).tolist()
+
+
 def train_one_epoch(epoch: int, model: nn.Module, loader: Any, optimizer: torch.optim.Optimizer, loss_fn: nn.Module,
                     args: argparse.Namespace, device: torch.device, lr_scheduler: Any, model_ema: ModelEmaV3 | None,
                     mixup: Mixup | None, amp: Any, scaler: Any, ddp_model: nn.Module,
@@ -227,9 +236,10 @@ def train_one_epoch(epoch: int, model: nn.Module, loader: Any, optimizer: torch.
         optimizer.begin_epoch()
     if mixup is not None and args.mixup_off_epoch and epoch >= args.mixup_off_epoch:
         mixup.mixup_enabled = False
+    shown = ("alpha", "sharpness") if is_sam else ()
     updates_per_epoch = math.ceil(len(loader) / args.grad_accum_steps)
     num_updates = epoch * updates_per_epoch
-    losses, start, samples = [], time.perf_counter(), 0
+    loss_sum, updates, start, samples = 0.0, 0, time.perf_counter(), 0
     iterator = iter(loader)
     for update_idx in range(updates_per_epoch):
         batches = []
@@ -283,19 +293,21 @@ def train_one_epoch(epoch: int, model: nn.Module, loader: Any, optimizer: torch.
             model_ema.update(model, step=num_updates)
         if lr_scheduler is not None:
             lr_scheduler.step_update(num_updates=num_updates)
-        losses.append(float(loss))
+        last_loss = float(loss)
+        loss_sum, updates = loss_sum + last_loss, updates + 1
         samples += total * world
         if update_idx % args.log_interval == 0 or update_idx == updates_per_epoch - 1:
+            stats = optimizer.stats if is_sam else {}
+            values = mean_over_replicas([last_loss, *(stats.get(k, math.nan) for k in shown)], distributed, device)
             rate = samples / max(time.perf_counter() - start, 1e-9)
-            extra = ""
-            if is_sam:
-                stats = optimizer.stats
-                extra = "".join(f"  {k} {stats[k]:.4g}" for k in ("alpha", "sharpness") if k in stats)
-            _logger.info(f"Train: {epoch} [{update_idx + 1:>4d}/{updates_per_epoch}]  loss {losses[-1]:.4f}  "
+            extra = "".join(f"  {k} {v:.4g}" for k, v in zip(shown, values[1:], strict=True) if not math.isnan(v))
+            _logger.info(f"Train: {epoch} [{update_idx + 1:>4d}/{updates_per_epoch}]  loss {values[0]:.4f}  "
                          f"lr {optimizer.param_groups[0]['lr']:.3e}  {rate:.1f} samples/s{extra}")
-    metrics = OrderedDict(loss=sum(losses) / max(len(losses), 1))
-    if is_sam:
-        metrics.update({k: v for k, v in optimizer.stats.items() if k in ("alpha", "sharpness")})
+    stats = optimizer.stats if is_sam else {}
+    means = mean_over_replicas([loss_sum / max(updates, 1), *(stats.get(k, math.nan) for k in shown)],
+                               distributed, device)
+    metrics = OrderedDict(loss=means[0])
+    metrics.update((k, v) for k, v in zip(shown, means[1:], strict=True) if not math.isnan(v))
     return metrics
 
 
@@ -330,57 +342,29 @@ def validate(model: nn.Module, loader: Any, device: torch.device, amp: contextli
     return OrderedDict(loss=loss / n, top1=100 * top1 / n, top5=100 * top5 / n)
 
 
-def main(argv: list[str] | None = None) -> OrderedDict:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    args = build_parser().parse_args(argv)
-    variant = check_args(args)
-    distributed, rank, world = setup_distributed(args)
-    device = torch.device(args.device)
-    random_seed(args.seed, rank)
-    data_dir = args.data_dir or args.data
-    if data_dir is None:
-        raise SystemExit("give the dataset directory with --data-dir DIR")
-
-    model = create_model(args.model, pretrained=args.pretrained, num_classes=args.num_classes, in_chans=args.in_chans,
-                         drop_rate=args.drop, drop_path_rate=args.drop_path, **args.model_kwargs)
-    if args.num_classes is None:
-        args.num_classes = model.num_classes
-    data_config = resolve_data_config(vars(args), model=model, verbose=rank == 0)
-    model.to(device)
-    if args.channels_last:
-        model.to(memory_format=torch.channels_last)
-
+def build_optimizer(args: argparse.Namespace, model: nn.Module, variant: type[SharpnessAware] | None,
+                    distributed: bool, device: torch.device) -> tuple[torch.optim.Optimizer, Any]:
+    """The optimizer from timm's registry and, for fp16 AMP, the GradScaler (SAM variants drive it)."""
     opt_kwargs = {**optimizer_kwargs(cfg=args), **args.opt_kwargs}
+    scaler = torch.amp.GradScaler(device.type) if args.amp and args.amp_dtype == "float16" else None
     if variant is not None:
         opt_kwargs.update(sam_kwargs(args, variant), model=model,
                           distributed=sam_plugins.Distributed(local_ascent=args.sam_local_ascent) if distributed
                           else None)
         if args.clip_grad is not None:
             opt_kwargs["max_grad_norm"] = args.clip_grad
-    amp_dtype = torch.bfloat16 if args.amp_dtype == "bfloat16" else torch.float16
-    scaler = torch.amp.GradScaler(device.type) if args.amp and amp_dtype == torch.float16 else None
-    if variant is not None and scaler is not None:
-        opt_kwargs["grad_scaler"] = scaler
+        if scaler is not None:
+            opt_kwargs["grad_scaler"] = scaler
     try:
-        optimizer = create_optimizer_v2(model, **opt_kwargs)
+        return create_optimizer_v2(model, **opt_kwargs), scaler
     except (ValueError, TypeError) as err:
         raise SystemExit(f"--opt {args.opt}: {err}") from None
-    amp = torch.autocast(device.type, dtype=amp_dtype) if args.amp else contextlib.nullcontext()
 
-    resume_epoch = None
-    if args.resume:
-        resume_epoch = resume_checkpoint(model, args.resume, optimizer=None if args.no_resume_opt else optimizer,
-                                         loss_scaler=None, log_info=rank == 0)
-    model_ema = ModelEmaV3(model, decay=args.model_ema_decay, use_warmup=args.model_ema_warmup) \
-        if args.model_ema else None
-    if model_ema is not None and args.resume:
-        checkpoint = torch.load(args.resume, map_location="cpu", weights_only=True)
-        if "state_dict_ema" in checkpoint:
-            model_ema.module.load_state_dict(checkpoint["state_dict_ema"])
-    if args.torchcompile:
-        model = torch.compile(model, backend=args.torchcompile)
-    ddp_model = nn.parallel.DistributedDataParallel(model) if distributed else model
 
+def build_data(args: argparse.Namespace, data_config: dict, distributed: bool,
+               device: torch.device) -> tuple[Any, Any, Mixup | None, nn.Module]:
+    """Train and eval loaders from timm's datasets and transforms, Mixup/CutMix, and the train loss."""
+    data_dir = args.data_dir or args.data
     dataset_train = create_dataset(args.dataset, root=data_dir, split=args.train_split, is_training=True,
                                    download=args.dataset_download, batch_size=args.batch_size, seed=args.seed)
     dataset_eval = create_dataset(args.dataset, root=data_dir, split=args.val_split, is_training=False,
@@ -403,11 +387,49 @@ def main(argv: list[str] | None = None) -> OrderedDict:
         std=data_config["std"], num_workers=args.workers, distributed=distributed, crop_pct=data_config["crop_pct"],
         pin_memory=args.pin_mem, use_prefetcher=False, device=device)
     if mixup is not None:
-        train_loss_fn: nn.Module = SoftTargetCrossEntropy()
+        loss_fn: nn.Module = SoftTargetCrossEntropy()
     elif args.smoothing:
-        train_loss_fn = LabelSmoothingCrossEntropy(smoothing=args.smoothing)
+        loss_fn = LabelSmoothingCrossEntropy(smoothing=args.smoothing)
     else:
-        train_loss_fn = nn.CrossEntropyLoss()
+        loss_fn = nn.CrossEntropyLoss()
+    return loader_train, loader_eval, mixup, loss_fn
+
+
+def main(argv: list[str] | None = None) -> OrderedDict:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    args = build_parser().parse_args(argv)
+    variant = check_args(args)
+    if (args.data_dir or args.data) is None:
+        raise SystemExit("give the dataset directory with --data-dir DIR")
+    distributed, rank, world = setup_distributed(args)
+    device = torch.device(args.device)
+    random_seed(args.seed, rank)
+
+    model = create_model(args.model, pretrained=args.pretrained, num_classes=args.num_classes, in_chans=args.in_chans,
+                         drop_rate=args.drop, drop_path_rate=args.drop_path, **args.model_kwargs)
+    if args.num_classes is None:
+        args.num_classes = model.num_classes
+    data_config = resolve_data_config(vars(args), model=model, verbose=rank == 0)
+    model.to(device)
+    if args.channels_last:
+        model.to(memory_format=torch.channels_last)
+    optimizer, scaler = build_optimizer(args, model, variant, distributed, device)
+    amp_dtype = torch.bfloat16 if args.amp_dtype == "bfloat16" else torch.float16
+    amp = torch.autocast(device.type, dtype=amp_dtype) if args.amp else contextlib.nullcontext()
+    resume_epoch = None
+    if args.resume:
+        resume_epoch = resume_checkpoint(model, args.resume, optimizer=None if args.no_resume_opt else optimizer,
+                                         loss_scaler=None, log_info=rank == 0)
+    model_ema = ModelEmaV3(model, decay=args.model_ema_decay, use_warmup=args.model_ema_warmup) \
+        if args.model_ema else None
+    if model_ema is not None and args.resume:
+        checkpoint = torch.load(args.resume, map_location="cpu", weights_only=True)
+        if "state_dict_ema" in checkpoint:
+            model_ema.module.load_state_dict(checkpoint["state_dict_ema"])
+    if args.torchcompile:
+        model = torch.compile(model, backend=args.torchcompile)
+    ddp_model = nn.parallel.DistributedDataParallel(model) if distributed else model
+    loader_train, loader_eval, mixup, train_loss_fn = build_data(args, data_config, distributed, device)
 
     updates_per_epoch = math.ceil(len(loader_train) / args.grad_accum_steps)
     lr_scheduler, num_epochs = create_scheduler_v2(optimizer, **scheduler_kwargs(args),

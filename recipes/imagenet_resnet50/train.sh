@@ -6,15 +6,13 @@
 #   train.sh --optimizer base|sam|xsam [--seed N] [--gpus G] [--tiny] IMAGENET_DIR OUT [timm_ext.train flags]
 # IMAGENET_DIR holds train/ and val/ class folders. The batch per GPU is 512 / all GPUs (BATCH overrides).
 # --gpus G runs torchrun on this node; slurm.sbatch runs several nodes. --tiny: CPU smoke run on a
-# small ImageFolder (the digits) with timm's test_resnet.
+# small ImageFolder (the digits) with timm's test_resnet. DRY_RUN=1 prints the command instead of running it.
 # shellcheck source=../lib/timm.sh
 source "$(dirname "$0")/../lib/timm.sh"
-gpus=1
-for ((i = 1; i < $#; i++)); do if [ "${!i}" = --gpus ]; then j=$((i + 1)); gpus=${!j}; fi; done
-BASE_OPT=momentum SAM_BASE=momentum
+BASE_OPT=momentum SAM_BASE=momentum GLOBAL_BATCH=512
 SAM_ARGS=(--sam-rho 0.05)
 XSAM_ARGS=(--sam-rho 0.05 --sam-rho-m 0.3)
-PAPER_ARGS=(--dataset "" --val-split val --model resnet50 --epochs 90 -b "${BATCH:-$((512 / (gpus * ${NNODES:-1})))}" --lr 0.2
+PAPER_ARGS=(--dataset "" --val-split val --model resnet50 --epochs 90 --lr 0.2
   --momentum 0.9 --weight-decay 1e-4 --smoothing 0 --sched cosine --amp -j 8 --pin-mem)
 TINY_ARGS=(--dataset "" --model test_resnet --num-classes 10 --img-size 16 --epochs 1 -b 64 --lr 0.05
   --weight-decay 1e-4 --smoothing 0 --warmup-epochs 0 --no-aug -j 0 --log-interval 100)
