@@ -5,7 +5,7 @@ PY := .venv/bin/python
 .PHONY: demo test lint venv
 
 venv:
-	@tools/bootstrap.sh dev,fairseq,timm
+	@tools/bootstrap.sh dev,fairseq,timm,bench
 
 demo: venv
 	$(PY) -m sam_plugins.demo --out out/demo

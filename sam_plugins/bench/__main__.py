@@ -1,0 +1,279 @@
+"""``python -m sam_plugins.bench``: time every variant beside the base optimizer and pytorch_optimizer.
+
+Per workload (model + batch + the paper's base optimizer) it measures, in one run:
+time per update (median and interquartile spread over round-robin repeats after warm-up) and its ratio
+to the base and to our SAM; the optimizer-side time (closures install precomputed gradients instead of
+running the model; the installs are timed and subtracted); XSAM's per-epoch cost with one probe per
+epoch of ``--epoch-updates`` updates; the parameter-sized buffers each optimizer keeps beyond its base
+(counted from live tensor storages) after an update, in gradient passes and in probes; on a GPU the
+peak allocated memory relative to SAM; and whether our SAM's update agrees with pytorch_optimizer's.
+The targets are checked and a miss says by how much. ``--smoke`` runs tiny models for the tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import dataclasses
+import datetime
+import math
+import os
+import platform
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .contenders import PEER_LIBRARY, Contender, ours, peer_version, peers, without_dropout
+from .measure import (
+    Counter,
+    Gradients,
+    Result,
+    agreement,
+    count_buffers,
+    gpu_peak,
+    install_time,
+    real_closure,
+    restoring_closure,
+    round_robin,
+)
+from .workloads import CPU_SET, GPU_SET, SMOKE_SET, WORKLOADS, build
+
+SETS = {"cpu": CPU_SET, "gpu": GPU_SET, "smoke": SMOKE_SET}
+AGREEMENT_TOLERANCE = 1e-6  # largest parameter difference relative to the largest parameter change
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m sam_plugins.bench", description=__doc__.splitlines()[0])
+    p.add_argument("--set", choices=sorted(SETS), default=None,
+                   help="workload set (default: gpu on a GPU, else cpu); --smoke is --set smoke with 1+2 repeats")
+    p.add_argument("--workloads", nargs="+", choices=sorted(WORKLOADS), help="instead of a set")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--batch-size", type=int, default=None, help="default: per workload and device")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--epoch-updates", type=int, default=391,
+                   help="updates per epoch for XSAM's amortized probe (CIFAR: 50000 / 128 = 391)")
+    p.add_argument("--rho", type=float, default=0.05, help="ρ of SAM, F-SAM, WSAM, GSAM and the peers")
+    p.add_argument("--no-peers", action="store_true", help=f"leave out {PEER_LIBRARY}")
+    p.add_argument("--smoke", action="store_true")
+    p.add_argument("--csv", type=Path)
+    p.add_argument("--markdown", type=Path)
+    p.add_argument("--readme", type=Path, help="replace the block between <!-- bench:SET:begin/end --> there")
+    args = p.parse_args(argv)
+    args.command = list(sys.argv[1:] if argv is None else argv)
+    for name in ("warmup", "repeats", "epoch_updates"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} {getattr(args, name)} is invalid; allowed: an int >= 1")
+    if args.rho <= 0:
+        p.error(f"--rho {args.rho} is invalid; allowed: a float > 0")
+    if args.smoke:
+        args.set, args.warmup, args.repeats = "smoke", 1, 2
+    args.set = args.set or ("gpu" if args.device.startswith("cuda") else "cpu")
+    return args
+
+
+@dataclass
+class Measured:
+    """One workload's results; ``agree`` = (largest difference, largest change) of SAM vs the peer's SAM."""
+
+    name: str
+    base: str
+    batch: int
+    results: list[Result]
+    agree: tuple[float, float] | None
+
+
+def measure_workload(name: str, args: argparse.Namespace, device: torch.device, with_peers: bool) -> Measured:
+    work = build(name, device, args.batch_size)
+    contenders: list[Contender] = ours(args.rho) + (peers(args.rho) if with_peers else [])
+    results = [Result(name, c.name, c.family) for c in contenders]
+    pre = Gradients.of(work)
+    for contender, result in zip(contenders, results):
+        result.held, result.peak_pass, result.peak_probe = count_buffers(contender, work, pre)
+        if device.type == "cuda":
+            result.gpu_peak_bytes = gpu_peak(contender, work)
+    entries, restoring = [], []
+    for contender in contenders:
+        model = copy.deepcopy(work.model)
+        opt = contender.build(model, work)
+        counter = Counter()
+        entries.append((contender, opt, real_closure(work, model, counter), counter))
+        installs = Counter()
+        restoring.append((contender, opt, restoring_closure(pre, model, opt, installs), installs))
+    for result, (times, calls) in zip(results, round_robin(entries, args.warmup, args.repeats, device)):
+        result.times, result.forwards = times, calls
+    install = install_time(pre, work.model, device, max(args.repeats, 5))
+    for result, (times, installs) in zip(results, round_robin(restoring, args.warmup, args.repeats, device)):
+        result.optimizer_times = [max(t - installs * install, 0.0) for t in times]
+    agree = None
+    if with_peers:
+        by_name = {(c.family, c.name): c for c in contenders}
+        plain_sgd = dataclasses.replace(work, base="sgd", base_kwargs={"lr": work.base_kwargs["lr"]})
+        agree = agreement(by_name[("ours", "sam")], by_name[(PEER_LIBRARY, "SAM")], plain_sgd,
+                          without_dropout(work.model))
+    return Measured(name, work.base, work.samples, results, agree)
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b > 0 else math.nan
+
+
+def _find(results: list[Result], family: str, name: str) -> Result | None:
+    return next((r for r in results if r.family == family and r.name == name), None)
+
+
+def _buffers(value: float, base: float) -> str:
+    return "" if math.isnan(value) else f"{value - base:.2f}"
+
+
+def workload_table(results: list[Result]) -> list[str]:
+    """Markdown rows for one workload; buffers are counted beyond the base optimizer's own state."""
+    base, sam = _find(results, "base", "base"), _find(results, "ours", "sam")
+    gpu = any(not math.isnan(r.gpu_peak_bytes) for r in results)
+    header = ["optimizer", "library", "fwd/update", "ms/update", "spread", "× base", "× SAM", "optimizer ms",
+              "buffers held", "in passes", "in probes", *(["GPU peak × SAM"] if gpu else [])]
+    lines = [f"| {' | '.join(header)} |", f"|{'|'.join('---' for _ in header)}|"]
+    for r in results:
+        library = {"base": "torch.optim", "ours": "sam_plugins"}.get(r.family, r.family)
+        cells = [r.name, library, f"{r.forwards:.2f}", f"{1e3 * r.median:.1f}", f"±{100 * r.spread:.0f}%",
+                 f"{_ratio(r.median, base.median):.2f}", f"{_ratio(r.median, sam.median):.2f}",
+                 f"{1e3 * r.optimizer_median:.2f}"]
+        if r is base:
+            cells += [f"(base: {r.held:.2f})", "", ""]
+        else:
+            cells += [_buffers(r.held, base.held), _buffers(r.peak_pass, base.held), _buffers(r.peak_probe, base.held)]
+        if gpu:
+            cells.append(f"{_ratio(r.gpu_peak_bytes, sam.gpu_peak_bytes):.2f}")
+        lines.append(f"| {' | '.join(cells)} |")
+    return lines
+
+
+def targets(results: list[Result], agree: tuple[float, float] | None, args: argparse.Namespace,
+            device: torch.device) -> list[tuple[str, float, str, bool]]:
+    """(what, measured, limit as text, met) for every target this workload can check."""
+    found: list[tuple[str, float, str, bool]] = []
+    base, sam, xsam = (_find(results, "base", "base"), _find(results, "ours", "sam"), _find(results, "ours", "xsam"))
+    probe = _find(results, "ours", "xsam probe")
+    u = args.epoch_updates
+    epoch = _ratio(probe.median + (u - 1) * xsam.median, u * sam.median)
+    found.append((f"XSAM epoch / SAM epoch ({u} updates, one probe)", epoch, "≤ 1.02", epoch <= 1.02))
+    peer = _find(results, PEER_LIBRARY, "SAM")
+    if peer is not None:
+        limit = 0.5 if device.type == "cuda" else 1.0
+        value = _ratio(sam.optimizer_median, peer.optimizer_median)
+        found.append((f"our SAM optimizer-side / {PEER_LIBRARY} SAM's", value, f"≤ {limit}", value <= limit))
+    slack = 0.01  # scalars and normalization statistics, far below one parameter-sized buffer
+    for name in ("sam", "xsam"):
+        row = _find(results, "ours", name)
+        found.append((f"{name} buffers held beyond the base", row.held - base.held, "≤ 1",
+                      row.held - base.held <= 1 + slack))
+        multi = _find(results, "ours", f"{name} k=2")
+        added = max(multi.peak_pass - row.peak_pass, 0.0)
+        if name == "xsam":
+            added = max(added, multi.peak_probe - row.peak_probe)
+        found.append((f"{name} k=2: buffers added by the second step", added, "0", added <= slack))
+    found.append(("xsam buffers in probes beyond the base", probe.peak_probe - base.held, "≤ 2",
+                  probe.peak_probe - base.held <= 2 + slack))
+    if agree is not None:
+        difference, change = agree
+        value = _ratio(difference, change)
+        found.append((f"our SAM vs {PEER_LIBRARY} SAM: largest difference / update size (SGD, 2 updates, "
+                      "float64, no dropout)", value,
+                      f"≤ {AGREEMENT_TOLERANCE:g}", value <= AGREEMENT_TOLERANCE))
+    return found
+
+
+def _target_lines(found: list[tuple[str, float, str, bool]]) -> list[str]:
+    lines = ["| target | measured | limit | |", "|---|---|---|---|"]
+    for what, value, limit, met in found:
+        verdict = "met"
+        if not met:
+            bound = float(limit.split()[-1])
+            verdict = f"**missed** by {value - bound:+.3g}" + (f" ({value / bound:.2f}×)" if bound > 0 else "")
+        lines.append(f"| {what} | {value:.3g} | {limit} | {verdict} |")
+    return lines
+
+
+def machine(device: torch.device, workloads: list[str], command: list[str]) -> list[str]:
+    cpu = platform.processor() or platform.machine()
+    if os.path.exists("/proc/cpuinfo"):
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    where = f"{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
+    if device.type == "cuda":
+        where = f"{torch.cuda.get_device_name(device)}; host {where}"
+    versions = [f"python {platform.python_version()}", f"torch {torch.__version__}"]
+    versions += [f"{PEER_LIBRARY} {v}" for v in [peer_version()] if v]
+    for module in ("torchvision", "timm"):
+        if module in sys.modules:
+            versions.append(f"{module} {sys.modules[module].__version__}")
+    today = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
+    return [f"Measured {today} on {where}; {', '.join(versions)}.",
+            f"Command: `{' '.join(['python -m sam_plugins.bench', *command])}` (workloads: {', '.join(workloads)})."]
+
+
+def report(measured: list[Measured], args: argparse.Namespace, device: torch.device) -> str:
+    lines = machine(device, [m.name for m in measured], args.command)
+    lines += ["", f"Times over {args.repeats} round-robin repeats after {args.warmup} warm-up updates; "
+              "spread = interquartile range / median; optimizer ms = time outside forward and backward; buffers in "
+              "units of the parameters' bytes, beyond what the base optimizer keeps (its state and the gradient, "
+              "shown in its row)."]
+    found = []
+    for m in measured:
+        lines += ["", f"**{m.name}** (batch {m.batch}, base {m.base})", "", *workload_table(m.results)]
+        found += [(f"{m.name}: {what}", *rest) for what, *rest in targets(m.results, m.agree, args, device)]
+    lines += ["", "**Targets**", "", *_target_lines(found)]
+    return "\n".join(lines) + "\n"
+
+
+def write_csv(path: Path, measured: list[Measured]) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["workload", "batch", "base", "optimizer", "library", "forwards_per_update", "median_s",
+                         "spread", "optimizer_s", "buffers_held", "buffers_in_passes", "buffers_in_probes",
+                         "gpu_peak_bytes"])
+        for m in measured:
+            base = _find(m.results, "base", "base")
+            for r in m.results:
+                writer.writerow([m.name, m.batch, m.base, r.name, r.family, r.forwards, r.median, r.spread,
+                                 r.optimizer_median, r.held - base.held, r.peak_pass - base.held,
+                                 r.peak_probe - base.held, r.gpu_peak_bytes])
+
+
+def splice(readme: Path, block: str, section: str) -> None:
+    """Replace the text between ``<!-- bench:SECTION:begin -->`` and ``<!-- bench:SECTION:end -->``."""
+    begin, end = f"<!-- bench:{section}:begin -->", f"<!-- bench:{section}:end -->"
+    text = readme.read_text()
+    if begin not in text or end not in text:
+        raise SystemExit(f"{readme} has no {begin} ... {end} block to replace")
+    head, rest = text.split(begin, 1)
+    readme.write_text(f"{head}{begin}\n{block}{end}{rest.split(end, 1)[1]}")
+
+
+def main(argv: list[str] | None = None) -> str:
+    args = parse_args(argv)
+    device = torch.device(args.device)
+    names = args.workloads or list(SETS[args.set])
+    with_peers = not args.no_peers and peer_version() is not None
+    if not args.no_peers and not with_peers:
+        print(f"{PEER_LIBRARY} is not installed (pip install 'sam-plugins[bench]'); timing ours only", file=sys.stderr)
+    measured = []
+    for name in names:
+        print(f"measuring {name} ...", file=sys.stderr, flush=True)
+        measured.append(measure_workload(name, args, device, with_peers))
+    text = report(measured, args, device)
+    print(text)
+    if args.csv:
+        write_csv(args.csv, measured)
+    if args.markdown:
+        args.markdown.write_text(text)
+    if args.readme:
+        splice(args.readme, text, args.set)
+    return text
+
+
+if __name__ == "__main__":
+    main()
