@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from .contenders import PEER_LIBRARY, Contender, ours, peer_version, peers, without_dropout
+from .contenders import PEER_LIBRARY, Contender, ours, peer_version, peers
 from .measure import (
     Counter,
     Gradients,
@@ -89,7 +89,7 @@ class Measured:
 def measure_workload(name: str, args: argparse.Namespace, device: torch.device, with_peers: bool) -> Measured:
     work = build(name, device, args.batch_size)
     contenders: list[Contender] = ours(args.rho) + (peers(args.rho) if with_peers else [])
-    results = [Result(name, c.name, c.family) for c in contenders]
+    results = [Result(c.name, c.family) for c in contenders]
     pre = Gradients.of(work)
     for contender, result in zip(contenders, results):
         result.held, result.peak_pass, result.peak_probe = count_buffers(contender, work, pre)
@@ -105,16 +105,14 @@ def measure_workload(name: str, args: argparse.Namespace, device: torch.device, 
         restoring.append((contender, opt, restoring_closure(pre, model, opt, installs), installs))
     for result, (times, calls) in zip(results, round_robin(entries, args.warmup, args.repeats, device)):
         result.times, result.forwards = times, calls
-    install = install_time(pre, work.model, device, max(args.repeats, 5))
+    install = install_time(pre, copy.deepcopy(work.model), device, max(args.repeats, 5))
     for result, (times, installs) in zip(results, round_robin(restoring, args.warmup, args.repeats, device)):
         result.optimizer_times = [max(t - installs * install, 0.0) for t in times]
     agree = None
     if with_peers:
         by_name = {(c.family, c.name): c for c in contenders}
-        plain_sgd = dataclasses.replace(work, base="sgd", base_kwargs={"lr": work.base_kwargs["lr"]})
-        agree = agreement(by_name[("ours", "sam")], by_name[(PEER_LIBRARY, "SAM")], plain_sgd,
-                          without_dropout(work.model))
-    return Measured(name, work.base, work.samples, results, agree)
+        agree = agreement(by_name[("ours", "sam")], by_name[(PEER_LIBRARY, "SAM")], work)
+    return Measured(name, work.base, work.batch_size, results, agree)
 
 
 def _ratio(a: float, b: float) -> float:
@@ -151,50 +149,53 @@ def workload_table(results: list[Result]) -> list[str]:
     return lines
 
 
+@dataclass
+class Target:
+    """A measured value against its bound; ``slack`` absorbs scalars and normalization statistics, far
+    below one parameter-sized buffer, in the buffer counts."""
+
+    what: str
+    value: float
+    bound: float
+    slack: float = 0.0
+
+    @property
+    def met(self) -> bool:
+        return self.value <= self.bound + self.slack
+
+    def line(self) -> str:
+        verdict = "met"
+        if not self.met:
+            verdict = f"**missed** by {self.value - self.bound:+.3g}"
+            if self.bound > 0:
+                verdict += f" ({self.value / self.bound:.2f}×)"
+        return f"| {self.what} | {self.value:.3g} | ≤ {self.bound} | {verdict} |"
+
+
 def targets(results: list[Result], agree: tuple[float, float] | None, args: argparse.Namespace,
-            device: torch.device) -> list[tuple[str, float, str, bool]]:
-    """(what, measured, limit as text, met) for every target this workload can check."""
-    found: list[tuple[str, float, str, bool]] = []
+            device: torch.device) -> list[Target]:
+    """Every target this workload can check."""
     base, sam, xsam = (_find(results, "base", "base"), _find(results, "ours", "sam"), _find(results, "ours", "xsam"))
     probe = _find(results, "ours", "xsam probe")
     u = args.epoch_updates
-    epoch = _ratio(probe.median + (u - 1) * xsam.median, u * sam.median)
-    found.append((f"XSAM epoch / SAM epoch ({u} updates, one probe)", epoch, "≤ 1.02", epoch <= 1.02))
+    found = [Target(f"XSAM epoch / SAM epoch ({u} updates, one probe)",
+                    _ratio(probe.median + (u - 1) * xsam.median, u * sam.median), 1.02)]
     peer = _find(results, PEER_LIBRARY, "SAM")
     if peer is not None:
-        limit = 0.5 if device.type == "cuda" else 1.0
-        value = _ratio(sam.optimizer_median, peer.optimizer_median)
-        found.append((f"our SAM optimizer-side / {PEER_LIBRARY} SAM's", value, f"≤ {limit}", value <= limit))
-    slack = 0.01  # scalars and normalization statistics, far below one parameter-sized buffer
+        found.append(Target(f"our SAM optimizer-side / {PEER_LIBRARY} SAM's",
+                            _ratio(sam.optimizer_median, peer.optimizer_median), 0.5 if device.type == "cuda" else 1.0))
+    slack = 0.01
     for name in ("sam", "xsam"):
-        row = _find(results, "ours", name)
-        found.append((f"{name} buffers held beyond the base", row.held - base.held, "≤ 1",
-                      row.held - base.held <= 1 + slack))
-        multi = _find(results, "ours", f"{name} k=2")
-        added = max(multi.peak_pass - row.peak_pass, 0.0)
-        if name == "xsam":
-            added = max(added, multi.peak_probe - row.peak_probe)
-        found.append((f"{name} k=2: buffers added by the second step", added, "0", added <= slack))
-    found.append(("xsam buffers in probes beyond the base", probe.peak_probe - base.held, "≤ 2",
-                  probe.peak_probe - base.held <= 2 + slack))
+        row, multi = _find(results, "ours", name), _find(results, "ours", f"{name} k=2")
+        found.append(Target(f"{name} buffers held beyond the base", row.held - base.held, 1, slack))
+        found.append(Target(f"{name} k=2: buffers added by the second step",
+                            max(multi.peak_pass - row.peak_pass, 0.0), 0, slack))
+    found.append(Target("xsam buffers in probes beyond the base", probe.peak_probe - base.held, 2, slack))
     if agree is not None:
         difference, change = agree
-        value = _ratio(difference, change)
-        found.append((f"our SAM vs {PEER_LIBRARY} SAM: largest difference / update size (SGD, 2 updates, "
-                      "float64, no dropout)", value,
-                      f"≤ {AGREEMENT_TOLERANCE:g}", value <= AGREEMENT_TOLERANCE))
+        found.append(Target(f"our SAM vs {PEER_LIBRARY} SAM: largest difference / update size (SGD, 2 updates, "
+                            "float64, no dropout)", _ratio(difference, change), AGREEMENT_TOLERANCE))
     return found
-
-
-def _target_lines(found: list[tuple[str, float, str, bool]]) -> list[str]:
-    lines = ["| target | measured | limit | |", "|---|---|---|---|"]
-    for what, value, limit, met in found:
-        verdict = "met"
-        if not met:
-            bound = float(limit.split()[-1])
-            verdict = f"**missed** by {value - bound:+.3g}" + (f" ({value / bound:.2f}×)" if bound > 0 else "")
-        lines.append(f"| {what} | {value:.3g} | {limit} | {verdict} |")
-    return lines
 
 
 def machine(device: torch.device, workloads: list[str], command: list[str]) -> list[str]:
@@ -221,11 +222,11 @@ def report(measured: list[Measured], args: argparse.Namespace, device: torch.dev
               "spread = interquartile range / median; optimizer ms = time outside forward and backward; buffers in "
               "units of the parameters' bytes, beyond what the base optimizer keeps (its state and the gradient, "
               "shown in its row)."]
-    found = []
+    found: list[Target] = []
     for m in measured:
         lines += ["", f"**{m.name}** (batch {m.batch}, base {m.base})", "", *workload_table(m.results)]
-        found += [(f"{m.name}: {what}", *rest) for what, *rest in targets(m.results, m.agree, args, device)]
-    lines += ["", "**Targets**", "", *_target_lines(found)]
+        found += [dataclasses.replace(t, what=f"{m.name}: {t.what}") for t in targets(m.results, m.agree, args, device)]
+    lines += ["", "**Targets**", "", "| target | measured | limit | |", "|---|---|---|---|", *(t.line() for t in found)]
     return "\n".join(lines) + "\n"
 
 

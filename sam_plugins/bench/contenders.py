@@ -9,14 +9,13 @@ from __future__ import annotations
 import copy
 import importlib.metadata
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from ..bases import resolve_base
-from ..engine import SharpnessAware
 from ..registry import available, create
 from .workloads import Workload
 
@@ -38,7 +37,6 @@ class Contender:
     build: Callable[[nn.Module, Workload], torch.optim.Optimizer]
     drive: Callable[[torch.optim.Optimizer, MakeClosure], None]
     probe_each_update: bool = False
-    hyper: dict[str, Any] = field(default_factory=dict)
 
     def update(self, opt: torch.optim.Optimizer, make_closure: MakeClosure) -> None:
         if self.probe_each_update:
@@ -103,9 +101,9 @@ def ours(rho: float) -> list[Contender]:
     rows = [Contender("base", "base", _base, _drive_base)]
     for name in available():
         hyper = {"rho": rho} if name in ("sam", "fsam", "wsam", "gsam") else {}
-        rows.append(Contender(name, "ours", _ours(name, **hyper), _drive_ours, hyper=hyper))
-    rows.append(Contender("sam k=2", "ours", _ours("sam", rho=rho, steps=2), _drive_ours, hyper={"steps": 2}))
-    rows.append(Contender("xsam k=2", "ours", _ours("xsam", steps=2), _drive_ours, hyper={"steps": 2}))
+        rows.append(Contender(name, "ours", _ours(name, **hyper), _drive_ours))
+    rows.append(Contender("sam k=2", "ours", _ours("sam", rho=rho, steps=2), _drive_ours))
+    rows.append(Contender("xsam k=2", "ours", _ours("xsam", steps=2), _drive_ours))
     rows.append(Contender("xsam probe", "ours", _ours("xsam"), _drive_ours, probe_each_update=True))
     return rows
 
@@ -160,6 +158,3 @@ def without_dropout(model: nn.Module) -> nn.Module:
             module.dropout = 0.0
     return model
 
-
-def is_ours(opt: torch.optim.Optimizer) -> bool:
-    return isinstance(opt, SharpnessAware)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from .contenders import Backward, Contender, MakeClosure
+from .contenders import Backward, Contender, MakeClosure, without_dropout
 from .workloads import Workload
 
 
@@ -21,7 +21,6 @@ from .workloads import Workload
 class Result:
     """Everything measured for one contender on one workload (times in seconds)."""
 
-    workload: str
     name: str
     family: str
     forwards: float = 0.0
@@ -151,20 +150,24 @@ def round_robin(entries: list[tuple[Contender, torch.optim.Optimizer, MakeClosur
             for t, before, (*_, counter) in zip(times, calls_before, entries)]
 
 
+def _storage_key(t: Tensor) -> tuple[str, int]:
+    return str(t.device), t.untyped_storage().data_ptr()
+
+
 def _live_storages() -> dict[tuple[str, int], int]:
     """Every floating-point tensor storage Python can reach: (device, address) → bytes (integer tensors,
     such as saved RNG states, are never parameter-sized buffers)."""
     found: dict[tuple[str, int], int] = {}
     for obj in gc.get_objects():
         if issubclass(type(obj), Tensor) and obj.device.type != "meta" and obj.is_floating_point():
-            storage = obj.untyped_storage()
-            if storage.nbytes():
-                found[(str(obj.device), storage.data_ptr())] = storage.nbytes()
+            nbytes = obj.untyped_storage().nbytes()
+            if nbytes:
+                found[_storage_key(obj)] = nbytes
     return found
 
 
 def _storages_of(tensors: list[Tensor]) -> set[tuple[str, int]]:
-    return {(str(t.device), t.untyped_storage().data_ptr()) for t in tensors}
+    return {_storage_key(t) for t in tensors}
 
 
 def count_buffers(contender: Contender, work: Workload, pre: Gradients, updates: int = 2) -> tuple[float, float, float]:
@@ -214,18 +217,17 @@ def gpu_peak(contender: Contender, work: Workload, updates: int = 2) -> float:
     for _ in range(updates):
         contender.update(opt, make)
     _sync(device)
-    peak = torch.cuda.max_memory_allocated(device) - start
-    del opt, model, make
-    return float(peak)
+    return float(torch.cuda.max_memory_allocated(device) - start)
 
 
-def agreement(ours: Contender, peer: Contender, work: Workload, model: nn.Module,
-              updates: int = 2) -> tuple[float, float]:
-    """Run both in float64 from the same weights on the same batch (float32 noise grows quickly through
-    BatchNorm on random data); the largest parameter difference, and the largest parameter change of our
-    run (the scale the difference is judged against)."""
-    work = dataclasses.replace(work, batch=tuple(t.double() if t.is_floating_point() else t for t in work.batch))
-    model = copy.deepcopy(model).double()
+def agreement(ours: Contender, peer: Contender, work: Workload, updates: int = 2) -> tuple[float, float]:
+    """Run both in float64 without dropout (the peers do not replay dropout masks; float32 noise grows
+    quickly through BatchNorm on random data) from the same weights on the same batch, over plain SGD
+    at the workload's lr; the largest parameter difference, and the largest parameter change of our run
+    (the scale the difference is judged against)."""
+    work = dataclasses.replace(work, base="sgd", base_kwargs={"lr": work.base_kwargs["lr"]},
+                               batch=tuple(t.double() if t.is_floating_point() else t for t in work.batch))
+    model = without_dropout(work.model).double()
     results = []
     for contender in (ours, peer):
         copy_ = copy.deepcopy(model)

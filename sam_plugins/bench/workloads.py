@@ -23,7 +23,7 @@ class Workload:
     loss: Callable[[nn.Module, tuple[Tensor, ...]], Tensor]
     base: str
     base_kwargs: dict[str, Any] = field(default_factory=dict)
-    samples: int = 0
+    batch_size: int = 0
 
     def compute_loss(self, model: nn.Module) -> Tensor:
         return self.loss(model, self.batch)
