@@ -19,16 +19,18 @@ def global_norm(tensors: list[Tensor]) -> Tensor:
     return torch.linalg.vector_norm(torch.stack([n.to(device) for n in norms]))
 
 
-def dot(xs: list[Tensor], ys: list[Tensor]) -> Tensor:
-    """Inner product of two lists seen as vectors, as a 0-dim tensor (no host sync).
+def polarized_cosine_(x: list[Tensor], y: list[Tensor], x_norm: float, y_norm: float) -> tuple[float, float]:
+    """cos∠(x, y) from two fused calls; overwrites ``x`` (scratch) with x + s·y and returns (cos, s).
 
-    torch has no fused ``_foreach_dot``; this launches one ``dot`` kernel per tensor and sums them
-    on the device. It runs once per update, not per parameter step.
+    torch has no fused dot over a tensor list, and one ``dot`` per tensor costs a kernel launch per
+    parameter. With s = ‖x‖/‖y‖ both terms are equally long, so ‖x + s·y‖² = 2‖x‖²(1 + cos) is well
+    conditioned. The caller recovers x as (x + s·y) − s·y inside its own combination. Needs ‖x‖, ‖y‖ > 0,
+    as measured on these tensors; one host sync.
     """
-    dtype = accumulation_dtype(xs)
-    device = xs[0].device
-    parts = [torch.dot(x.reshape(-1).to(dtype), y.reshape(-1).to(dtype)).to(device) for x, y in zip(xs, ys)]
-    return torch.stack(parts).sum()
+    shift = x_norm / y_norm
+    torch._foreach_add_(x, y, alpha=shift)
+    (sum_norm,) = to_host(global_norm(x))
+    return min(1.0, max(-1.0, sum_norm ** 2 / (2.0 * x_norm ** 2) - 1.0)), shift
 
 
 def to_host(*values: Tensor) -> list[float]:

@@ -71,6 +71,21 @@ def test_our_sam_agrees_with_the_peer_sam(smoke):
     assert all(float(line.split("|")[2]) < 1e-6 for line in lines)  # the peer sums the norm in float32
 
 
+def test_operation_counts_show_who_loops_over_parameters(smoke):
+    """Beyond the base's step, pytorch_optimizer's SAM dispatches operations per parameter tensor (36 in
+    transformer_tiny, 8 in convnet_tiny); ours dispatch no more for more tensors (BatchNorm statistics add
+    their own copies in convnet_tiny)."""
+    _, rows, _ = smoke
+    ops = {(r["workload"], r["optimizer"]): float(r["operations"]) for r in rows}
+
+    def extra(workload, name):
+        return ops[(workload, name)] - ops[(workload, "base")]
+
+    assert extra("transformer_tiny", "SAM") - extra("convnet_tiny", "SAM") >= 36 - 8
+    for name in sam_plugins.available():
+        assert 0 < extra("transformer_tiny", name) <= extra("convnet_tiny", name)
+
+
 def test_buffer_counter_sees_what_an_optimizer_keeps():
     """Independent of the engine: SGD that also keeps one and then two clones of the parameters."""
     work = build("convnet_tiny", torch.device("cpu"))
@@ -99,8 +114,22 @@ def test_readme_block_is_replaced_and_missing_markers_fail(tmp_path):
         bench.splice(readme, "x", "gpu")
 
 
+def test_a_missing_readme_block_fails_before_measuring(tmp_path, monkeypatch):
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- bench:cpu:begin -->\n<!-- bench:cpu:end -->\n")
+
+    def measured_anyway(*args, **kwargs):
+        raise AssertionError("measured before checking the README")
+
+    monkeypatch.setattr(bench, "measure_workload", measured_anyway)
+    with pytest.raises(SystemExit, match="no <!-- bench:resnet50-cpu:begin -->"):
+        bench.main(["--smoke", "--readme", str(readme), "--section", "resnet50-cpu"])
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["--repeats", "0"], "--repeats 0 is invalid; allowed: an int >= 1"),
+    (["--optimizer-repeats", "-3"], "--optimizer-repeats -3 is invalid; allowed: an int >= 1"),
+    (["--epoch-updates", "0"], "--epoch-updates 0 is invalid; allowed: an int >= 1"),
     (["--rho", "-1"], "--rho -1.0 is invalid; allowed: a float > 0"),
     (["--workloads", "resnet99"], "invalid choice: 'resnet99'"),
 ])

@@ -11,6 +11,8 @@ from reference import flat, make_data, make_model
 from torch import nn
 
 import sam_plugins
+from sam_plugins.bench.measure import DispatchCounter
+from sam_plugins.tensors import polarized_cosine_
 from sam_plugins.variants.xsam import Plane
 
 ALL = sam_plugins.available()
@@ -181,10 +183,48 @@ def test_plane_coefficients_degenerate_angles():
     assert Plane(1.0, 1.0, math.pi).coefficients(0.7) == (1.0, 0.0)
     assert Plane(1.0, 1.0, 0.0).coefficients(1.3) == (1.0, 0.0)
     assert Plane(0.0, 2.0, 0.0).coefficients(0.3) == (0.0, 1.0)
-    assert Plane.from_inner(1.0, 1.0, 1.0 + 1e-9).psi == 0.0
-    assert Plane.from_inner(1.0, 1.0, -1.0 - 1e-9).psi == math.pi
     c0, c1 = Plane(1.0, 1.0, math.pi / 2).coefficients(0.5)
     assert c0 == pytest.approx(math.sqrt(0.5)) and c1 == pytest.approx(math.sqrt(0.5))
+
+
+def _random_list(generator):
+    return [torch.randn(shape, generator=generator, dtype=torch.float64) for shape in ((3, 4), (5,), (2, 2, 2))]
+
+
+def _as_vector(tensors):
+    return torch.cat([t.reshape(-1) for t in tensors])
+
+
+def test_polarized_cosine_matches_a_dot_product_and_leaves_x_shifted():
+    generator = torch.Generator().manual_seed(3)
+    x, y = _random_list(generator), _random_list(generator)
+    vx, vy = _as_vector(x), _as_vector(y)
+    x_norm, y_norm = vx.norm().item(), vy.norm().item()
+    cosine, shift = polarized_cosine_(x, y, x_norm, y_norm)
+    assert cosine == pytest.approx((vx @ vy).item() / (x_norm * y_norm), rel=1e-12, abs=1e-14)
+    assert shift == x_norm / y_norm
+    torch.testing.assert_close(_as_vector(x), vx + shift * vy, rtol=1e-15, atol=1e-15)
+
+
+def test_polarized_cosine_of_parallel_and_opposite_lists_is_clamped():
+    y = _random_list(torch.Generator().manual_seed(4))
+    y_norm = _as_vector(y).norm().item()
+    assert polarized_cosine_([2 * t for t in y], y, 2 * y_norm, y_norm)[0] == 1.0
+    assert polarized_cosine_([-2 * t for t in y], y, 2 * y_norm, y_norm)[0] == -1.0
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.4, 1.0, 1.7])
+def test_plane_direction_is_the_slerp_of_the_unit_vectors(alpha):
+    generator = torch.Generator().manual_seed(5)
+    delta, grad = _random_list(generator), _random_list(generator)
+    vd, vg = _as_vector(delta), _as_vector(grad)
+    v0, v1 = vd / vd.norm(), vg / vg.norm()
+    psi = torch.arccos(v0 @ v1)
+    expected = (torch.sin((1 - alpha) * psi) * v0 + torch.sin(alpha * psi) * v1) / torch.sin(psi)
+    plane = Plane.measure(delta, grad, vd.norm().item(), vg.norm().item())
+    along_u, along_g = plane.direction(alpha)
+    assert plane.psi == pytest.approx(psi.item(), rel=1e-12)
+    torch.testing.assert_close(along_u * _as_vector(delta) + along_g * vg, expected, rtol=1e-12, atol=1e-12)
 
 
 def test_non_finite_probe_loss_is_never_chosen():
@@ -459,3 +499,58 @@ def test_first_pass_done_by_the_caller(name):
                 opt.step(closure)
         results.append(flat(model))
     assert torch.equal(results[0], results[1])
+
+
+UPDATE_EVERY_TIME = {"xsam": {"probe_every": 1}, "evsam": {"eig_every": 1}}
+
+
+class Chunked(nn.Module):
+    """One weight vector stored as ``chunks`` parameter tensors: the same function and the same update
+    values whatever the split, so only the number of tensors differs (value-dependent branches, such as
+    skipping a zero coefficient, take the same path)."""
+
+    def __init__(self, chunks):
+        super().__init__()
+        weight = torch.randn(24, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        self.parts = nn.ParameterList(nn.Parameter(part.clone()) for part in weight.chunk(chunks))
+
+    def forward(self, x):
+        return torch.tanh(x * torch.cat(list(self.parts))).sum(1)
+
+
+def _operations_per_two_updates(name, chunks, hyper, foreach=True):
+    model = Chunked(chunks)
+    generator = torch.Generator().manual_seed(1)
+    x, y = (torch.randn(shape, generator=generator, dtype=torch.float64) for shape in ((5, 24), (5,)))
+    opt = sam_plugins.create(name, model.parameters(), base="sgd", lr=0.1, momentum=0.9, foreach=foreach, **hyper)
+    counter = DispatchCounter()
+
+    def closure():
+        counter.paused = True
+        try:
+            loss = ((model(x) - y) ** 2).mean()
+            opt.backward(loss)
+            return loss
+        finally:
+            counter.paused = False
+
+    opt.step(closure)
+    with counter:
+        opt.step(closure)
+        opt.step(closure)
+    return counter.count
+
+
+@pytest.mark.parametrize(("name", "hyper"), [(n, UPDATE_EVERY_TIME.get(n, {})) for n in ALL] +
+                         [("xsam", {"steps": 2, "probe_every": 1}), ("sam", {"steps": 3})])
+def test_update_dispatches_as_many_operations_for_any_number_of_parameters(name, hyper):
+    """The optimizer side is fused (``torch._foreach_*``): its operations, each a kernel launch on a GPU, do
+    not grow with the parameter tensors; XSAM probes and X-SAM refreshes its eigenvector in every update."""
+    few, many = (_operations_per_two_updates(name, chunks, hyper) for chunks in (2, 8))
+    assert few == many > 0
+
+
+def test_operation_count_grows_with_a_per_parameter_loop():
+    """The check above can fail: torch's for-loop SGD (foreach=False) as the base adds operations per tensor."""
+    few, many = (_operations_per_two_updates("sam", chunks, {}, foreach=False) for chunks in (2, 8))
+    assert many - few >= 2 * 6  # two updates, six more parameter tensors

@@ -1,4 +1,5 @@
-"""Measurements: time per update, optimizer-side time, parameter-sized buffers, GPU peak, agreement."""
+"""Measurements: time per update, optimizer-side time and operations, parameter-sized buffers, GPU peak,
+agreement."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from .contenders import Backward, Contender, MakeClosure, without_dropout
 from .workloads import Workload
@@ -26,6 +29,7 @@ class Result:
     forwards: float = 0.0
     times: list[float] = field(default_factory=list)
     optimizer_times: list[float] = field(default_factory=list)
+    operations: float = float("nan")
     held: float = float("nan")
     peak_pass: float = float("nan")
     peak_probe: float = float("nan")
@@ -148,6 +152,49 @@ def round_robin(entries: list[tuple[Contender, torch.optim.Optimizer, MakeClosur
             times[i].append(time.perf_counter() - start)
     return [(t, (counter.calls - before) / repeats)
             for t, before, (*_, counter) in zip(times, calls_before, entries)]
+
+
+class DispatchCounter(TorchDispatchMode):
+    """Counts the aten operations dispatched while active and not ``paused``: device-independently, the
+    kernels an optimizer launches (on a GPU every operation but a view launches at least one)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+        self.paused = False
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        if not self.paused:
+            self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+def count_operations(contender: Contender, work: Workload, pre: Gradients, updates: int = 2) -> float:
+    """Operations dispatched per update outside the closure, counted after ``updates`` warm-up updates
+    (lazily allocated state is not part of an update's cost)."""
+    model = copy.deepcopy(work.model)
+    opt = contender.build(model, work)
+    counter = DispatchCounter()
+    restoring = restoring_closure(pre, model, opt, Counter())
+
+    def make(backward: Backward) -> Callable[[], Tensor]:
+        closure = restoring(backward)
+
+        def paused() -> Tensor:
+            counter.paused = True
+            try:
+                return closure()
+            finally:
+                counter.paused = False
+
+        return paused
+
+    for _ in range(updates):
+        contender.update(opt, make)
+    with counter:
+        for _ in range(updates):
+            contender.update(opt, make)
+    return counter.count / updates
 
 
 def _storage_key(t: Tensor) -> tuple[str, int]:

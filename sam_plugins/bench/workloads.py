@@ -12,6 +12,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+CIFAR_TRAIN = 50_000  # CIFAR-10/100 training images
+IMAGENET_TRAIN = 1_281_167  # ImageNet-1k training images
+IWSLT_TRAIN = 160_239  # IWSLT14 De-En training sentence pairs after fairseq's prepare-iwslt14.sh
+
 
 @dataclass
 class Workload:
@@ -24,6 +28,7 @@ class Workload:
     base: str
     base_kwargs: dict[str, Any] = field(default_factory=dict)
     batch_size: int = 0
+    epoch_samples: int = 0  # the training set's size, for XSAM's once-per-epoch probe
 
     def compute_loss(self, model: nn.Module) -> Tensor:
         return self.loss(model, self.batch)
@@ -83,7 +88,7 @@ def resnet18_cifar(device: torch.device, batch_size: int) -> Workload:
     model.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
     model.maxpool = nn.Identity()
     return Workload("resnet18_cifar", model.to(device), _images(batch_size, 32, 100, device), _classify, "sgd",
-                    {"lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4}, batch_size)
+                    {"lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4}, batch_size, CIFAR_TRAIN)
 
 
 def vit_ti_cifar(device: torch.device, batch_size: int) -> Workload:
@@ -92,7 +97,7 @@ def vit_ti_cifar(device: torch.device, batch_size: int) -> Workload:
 
     model = timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=4, num_classes=100)
     return Workload("vit_ti_cifar", model.to(device), _images(batch_size, 32, 100, device), _classify, "adamw",
-                    {"lr": 1e-3, "betas": (0.9, 0.999), "weight_decay": 0.3}, batch_size)
+                    {"lr": 1e-3, "betas": (0.9, 0.999), "weight_decay": 0.3}, batch_size, CIFAR_TRAIN)
 
 
 def resnet50(device: torch.device, batch_size: int) -> Workload:
@@ -100,21 +105,21 @@ def resnet50(device: torch.device, batch_size: int) -> Workload:
     from torchvision.models import resnet50 as build
 
     return Workload("resnet50", build(num_classes=1000).to(device), _images(batch_size, 224, 1000, device),
-                    _classify, "sgd", {"lr": 0.2, "momentum": 0.9, "weight_decay": 1e-4}, batch_size)
+                    _classify, "sgd", {"lr": 0.2, "momentum": 0.9, "weight_decay": 1e-4}, batch_size, IMAGENET_TRAIN)
 
 
 def transformer_small(device: torch.device, batch_size: int) -> Workload:
     """A 2+2-layer, 256-wide translation transformer, 24-token sentences, vocabulary 1000."""
     model = Seq2Seq(vocab=1000, dim=256, layers=2, heads=4, ffn=1024)
     return Workload("transformer_small", model.to(device), _sentences(batch_size, 24, 1000, device), _translate,
-                    "adamw", {"lr": 5e-4, "betas": (0.9, 0.98), "weight_decay": 1e-4}, batch_size)
+                    "adamw", {"lr": 5e-4, "betas": (0.9, 0.98), "weight_decay": 1e-4}, batch_size, IWSLT_TRAIN)
 
 
 def transformer_iwslt(device: torch.device, batch_size: int) -> Workload:
     """fairseq's transformer_iwslt_de_en shape: 6+6 layers, 512 wide, FFN 1024, 4 heads, 10k joint vocabulary."""
     model = Seq2Seq(vocab=10000, dim=512, layers=6, heads=4, ffn=1024, dropout=0.3)
     return Workload("transformer_iwslt", model.to(device), _sentences(batch_size, 32, 10000, device), _translate,
-                    "adamw", {"lr": 5e-4, "betas": (0.9, 0.98), "weight_decay": 1e-4}, batch_size)
+                    "adamw", {"lr": 5e-4, "betas": (0.9, 0.98), "weight_decay": 1e-4}, batch_size, IWSLT_TRAIN)
 
 
 def convnet_tiny(device: torch.device, batch_size: int) -> Workload:
@@ -122,14 +127,14 @@ def convnet_tiny(device: torch.device, batch_size: int) -> Workload:
     model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1),
                           nn.ReLU(), nn.Flatten(), nn.Linear(8 * 8 * 8, 10))
     return Workload("convnet_tiny", model.to(device), _images(batch_size, 8, 10, device), _classify, "sgd",
-                    {"lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4}, batch_size)
+                    {"lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4}, batch_size, CIFAR_TRAIN)
 
 
 def transformer_tiny(device: torch.device, batch_size: int) -> Workload:
     """A 1+1-layer, 16-wide translation transformer (the smoke mode's sequence model)."""
     model = Seq2Seq(vocab=50, dim=16, layers=1, heads=2, ffn=32)
     return Workload("transformer_tiny", model.to(device), _sentences(batch_size, 6, 50, device), _translate,
-                    "adamw", {"lr": 1e-3, "betas": (0.9, 0.98), "weight_decay": 1e-4}, batch_size)
+                    "adamw", {"lr": 1e-3, "betas": (0.9, 0.98), "weight_decay": 1e-4}, batch_size, IWSLT_TRAIN)
 
 
 WORKLOADS: dict[str, tuple[Callable[[torch.device, int], Workload], int, int]] = {

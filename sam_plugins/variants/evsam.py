@@ -18,7 +18,7 @@ from torch import Tensor
 from ..engine import COMMON, SharpnessAware, Update
 from ..hyper import Hyper
 from ..registry import register
-from ..tensors import dot, global_norm, to_host
+from ..tensors import global_norm, polarized_cosine_, to_host
 
 
 @register
@@ -79,10 +79,9 @@ class EVSAM(SharpnessAware):
         if norm == 0:
             return True
         vec = ctx.kept["eigvec"]
-        (inner,) = to_host(dot(grads, vec))
-        cosine = inner / norm
-        sign = math.copysign(1.0, inner) if inner != 0 else 0.0
+        cosine, shift = polarized_cosine_(grads, vec, norm, 1.0)
+        # grads now hold g + shift·e (e has unit norm), so g/‖g‖ − a·|cos|·e reads:
         torch._foreach_mul_(grads, ctx.loss_scale / norm)
-        torch._foreach_add_(grads, vec, alpha=-self.hp.alpha * sign * cosine * ctx.loss_scale)
+        torch._foreach_add_(grads, vec, alpha=-(shift / norm + self.hp.alpha * abs(cosine)) * ctx.loss_scale)
         ctx.stats["eig_cosine"] = cosine
         return True

@@ -9,7 +9,7 @@ import torch
 from ..engine import COMMON, SharpnessAware, Update
 from ..hyper import Hyper
 from ..registry import register
-from ..tensors import dot, to_host
+from ..tensors import polarized_cosine_
 
 
 class _KeepsFirstGradient(SharpnessAware):
@@ -69,10 +69,13 @@ class GSAM(_KeepsFirstGradient):
 
     def _combine(self, ctx: Update) -> bool:
         grads, g0 = ctx.grads(), ctx.kept["g0"]
-        (inner,) = to_host(dot(g0, grads))
-        norm_sq = ctx.norms[self.hp.steps] ** 2
-        projection = inner / norm_sq if norm_sq > 0 else 0.0
-        torch._foreach_mul_(grads, 1.0 + self.hp.alpha * projection)
+        norm0, norm_k = ctx.norms[0], ctx.norms[self.hp.steps]
+        projection, shift = 0.0, 0.0
+        if norm0 > 0 and norm_k > 0:
+            cosine, shift = polarized_cosine_(g0, grads, norm0, norm_k)
+            projection = cosine * norm0 / norm_k
+        # g0 now holds g0 + shift·g_k, so g_k − a·(g0 − projection·g_k) reads:
+        torch._foreach_mul_(grads, 1.0 + self.hp.alpha * (projection + shift))
         torch._foreach_add_(grads, g0, alpha=-self.hp.alpha)
         ctx.stats["rho"] = self._rho()
         return True

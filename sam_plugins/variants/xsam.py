@@ -18,24 +18,30 @@ from torch import Tensor
 from ..engine import COMMON, RHO, SharpnessAware, Update
 from ..hyper import Hyper
 from ..registry import register
-from ..tensors import dot, global_norm, to_host
+from ..tensors import global_norm, polarized_cosine_, to_host
 
 GRAD_SCALES = ("norm_k", "norm_0", "mean_norm", "max_norm", "slope_k", "slope_m")
 
 
 @dataclass(frozen=True)
 class Plane:
-    """The probe plane: ‖ϑ_k − ϑ_0‖, ‖g_k‖ and the angle ψ between them."""
+    """The probe plane: ‖ϑ_k − ϑ_0‖, ‖g_k‖, the angle ψ between them, and the shift s of u = ϑ_k − ϑ_0 + s·g_k.
+
+    The difference ϑ_k − ϑ_0 is overwritten by u while the angle is measured (no per-tensor dot), so
+    directions in the plane are written over u and g_k.
+    """
 
     delta_norm: float
     grad_norm: float
     psi: float
+    shift: float = 0.0
 
     @classmethod
-    def from_inner(cls, delta_norm: float, grad_norm: float, inner: float) -> Plane:
+    def measure(cls, delta: list[Tensor], grads: list[Tensor], delta_norm: float, grad_norm: float) -> Plane:
+        """The plane of ``delta`` and ``grads``; ``delta`` becomes u unless the plane degenerates (s = 0)."""
         if delta_norm > 0 and grad_norm > 0:
-            cosine = min(1.0, max(-1.0, inner / (delta_norm * grad_norm)))
-            return cls(delta_norm, grad_norm, math.acos(cosine))
+            cosine, shift = polarized_cosine_(delta, grads, delta_norm, grad_norm)
+            return cls(delta_norm, grad_norm, math.acos(cosine), shift)
         return cls(delta_norm, grad_norm, 0.0)
 
     def coefficients(self, alpha: float) -> tuple[float, float]:
@@ -46,6 +52,13 @@ class Plane:
         if self.grad_norm == 0 or sin_psi < 1e-6:
             return 1.0, 0.0
         return math.sin((1.0 - alpha) * self.psi) / sin_psi, math.sin(alpha * self.psi) / sin_psi
+
+    def direction(self, alpha: float) -> tuple[float, float]:
+        """(a_u, a_g) with v(α) = a_u·u + a_g·g_k, from v0 = (u − s·g_k)/‖ϑ_k − ϑ_0‖ and v1 = g_k/‖g_k‖."""
+        c0, c1 = self.coefficients(alpha)
+        along_u = c0 / self.delta_norm if self.delta_norm > 0 else 0.0
+        along_g = c1 / self.grad_norm if self.grad_norm > 0 else 0.0
+        return along_u, along_g - along_u * self.shift
 
 
 @register
@@ -85,41 +98,39 @@ class XSAM(SharpnessAware):
     def _combine(self, ctx: Update) -> bool:
         params, grads = ctx.params, ctx.grads()
         torch._foreach_sub_(params, self._backup)
-        delta_norm, inner = to_host(global_norm(params), dot(params, grads))
-        plane = Plane.from_inner(delta_norm, ctx.norms[self.hp.steps], inner)
+        (delta_norm,) = to_host(global_norm(params))
+        plane = Plane.measure(params, grads, delta_norm, ctx.norms[self.hp.steps])
         probe = self._probe_due()
-        delta = params
+        shifted = params
         if probe or self.hp.grad_scale == "slope_m":
-            delta = torch._foreach_mul(params, 1.0)
+            shifted = torch._foreach_mul(params, 1.0)
         alpha, peak = self.scalars["alpha"], None
         if probe:
             alphas = self.alphas()
-            losses = self._probe_losses(ctx, delta, plane, alphas)
+            losses = self._probe_losses(ctx, shifted, plane, alphas)
             finite = [(value, -i) for i, value in enumerate(losses) if math.isfinite(value)]
             if finite:
                 peak, best = max(finite)
                 alpha = alphas[-best]
                 ctx.pending_scalars.update(alpha=alpha, probe_pending=False)
         if self.hp.grad_scale == "slope_m" and peak is None:
-            (peak,) = self._probe_losses(ctx, delta, plane, [alpha])
+            (peak,) = self._probe_losses(ctx, shifted, plane, [alpha])
         scale = self._scale(ctx, plane, peak)
-        c0, c1 = plane.coefficients(alpha)
-        torch._foreach_mul_(grads, scale * c1 / plane.grad_norm if plane.grad_norm > 0 else 0.0)
-        if c0 != 0.0 and plane.delta_norm > 0:
-            torch._foreach_add_(grads, delta, alpha=scale * c0 / plane.delta_norm)
+        along_u, along_g = plane.direction(alpha)
+        torch._foreach_mul_(grads, scale * along_g)
+        if along_u != 0.0:
+            torch._foreach_add_(grads, shifted, alpha=scale * along_u)
         ctx.stats.update(alpha=alpha, psi=plane.psi, probed=float(probe))
         return True
 
-    def _probe_losses(self, ctx: Update, delta: list[Tensor], plane: Plane, alphas: list[float]) -> list[float]:
+    def _probe_losses(self, ctx: Update, shifted: list[Tensor], plane: Plane, alphas: list[float]) -> list[float]:
         """L(ϑ_0 + ρ_m·v(α)) for each α, forward only, averaged over replicas when distributed."""
         grads, losses = ctx.grads(), []
         for alpha in alphas:
-            c0, c1 = plane.coefficients(alpha)
+            along_u, along_g = plane.direction(alpha)
             torch._foreach_copy_(ctx.params, self._backup)
-            if c0 != 0.0 and plane.delta_norm > 0:
-                torch._foreach_add_(ctx.params, delta, alpha=self.hp.rho_m * c0 / plane.delta_norm)
-            if c1 != 0.0 and plane.grad_norm > 0:
-                torch._foreach_add_(ctx.params, grads, alpha=self.hp.rho_m * c1 / plane.grad_norm)
+            torch._foreach_add_(ctx.params, shifted, alpha=self.hp.rho_m * along_u)
+            torch._foreach_add_(ctx.params, grads, alpha=self.hp.rho_m * along_g)
             losses.append(self._forward_pass(ctx).to(torch.float64).reshape(()))
         values = torch.stack(losses)
         if self.distributed is not None:
