@@ -237,16 +237,9 @@ def train_one_epoch(epoch: int, model: nn.Module, loader: Any, optimizer: torch.
     if mixup is not None and args.mixup_off_epoch and epoch >= args.mixup_off_epoch:
         mixup.mixup_enabled = False
     shown = ("alpha", "sharpness") if is_sam else ()
-
-    def replica_means(loss: float) -> tuple[float, dict[str, float]]:
-        """The loss and the optimizer's shown statistics, averaged over replicas in one all-reduce."""
-        stats = optimizer.stats if is_sam else {}
-        values = mean_over_replicas([loss, *(stats.get(k, math.nan) for k in shown)], distributed, device)
-        return values[0], {k: v for k, v in zip(shown, values[1:], strict=True) if not math.isnan(v)}
-
     updates_per_epoch = math.ceil(len(loader) / args.grad_accum_steps)
     num_updates = epoch * updates_per_epoch
-    epoch_loss, updates, start, samples = 0.0, 0, time.perf_counter(), 0
+    loss_sum, updates, start, samples = 0.0, 0, time.perf_counter(), 0
     iterator = iter(loader)
     for update_idx in range(updates_per_epoch):
         batches = []
@@ -301,16 +294,21 @@ def train_one_epoch(epoch: int, model: nn.Module, loader: Any, optimizer: torch.
         if lr_scheduler is not None:
             lr_scheduler.step_update(num_updates=num_updates)
         last_loss = float(loss)
-        epoch_loss, updates = epoch_loss + last_loss, updates + 1
+        loss_sum, updates = loss_sum + last_loss, updates + 1
         samples += total * world
         if update_idx % args.log_interval == 0 or update_idx == updates_per_epoch - 1:
-            shown_loss, shown_stats = replica_means(last_loss)
+            stats = optimizer.stats if is_sam else {}
+            values = mean_over_replicas([last_loss, *(stats.get(k, math.nan) for k in shown)], distributed, device)
             rate = samples / max(time.perf_counter() - start, 1e-9)
-            extra = "".join(f"  {k} {v:.4g}" for k, v in shown_stats.items())
-            _logger.info(f"Train: {epoch} [{update_idx + 1:>4d}/{updates_per_epoch}]  loss {shown_loss:.4f}  "
+            extra = "".join(f"  {k} {v:.4g}" for k, v in zip(shown, values[1:], strict=True) if not math.isnan(v))
+            _logger.info(f"Train: {epoch} [{update_idx + 1:>4d}/{updates_per_epoch}]  loss {values[0]:.4f}  "
                          f"lr {optimizer.param_groups[0]['lr']:.3e}  {rate:.1f} samples/s{extra}")
-    mean_loss, mean_stats = replica_means(epoch_loss / max(updates, 1))
-    return OrderedDict(loss=mean_loss, **mean_stats)
+    stats = optimizer.stats if is_sam else {}
+    means = mean_over_replicas([loss_sum / max(updates, 1), *(stats.get(k, math.nan) for k in shown)],
+                               distributed, device)
+    metrics = OrderedDict(loss=means[0])
+    metrics.update((k, v) for k, v in zip(shown, means[1:], strict=True) if not math.isnan(v))
+    return metrics
 
 
 def replica_spread(model: nn.Module) -> float:

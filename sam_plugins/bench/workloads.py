@@ -6,7 +6,7 @@ torchvision and timm are imported only by the workloads that need them (extras `
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -26,9 +26,9 @@ class Workload:
     batch: tuple[Tensor, ...]
     loss: Callable[[nn.Module, tuple[Tensor, ...]], Tensor]
     base: str
-    base_kwargs: dict[str, Any]
-    batch_size: int
-    epoch_samples: int  # the training set's size, for XSAM's once-per-epoch probe
+    base_kwargs: dict[str, Any] = field(default_factory=dict)
+    batch_size: int = 0
+    epoch_samples: int = 0  # the training set's size, for XSAM's once-per-epoch probe
 
     def compute_loss(self, model: nn.Module) -> Tensor:
         return self.loss(model, self.batch)
