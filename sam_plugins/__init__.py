@@ -14,6 +14,7 @@ from .engine import SharpnessAware
 from .hyper import Hyper
 from .loop import update
 from .registry import available, create, get, register
+from .schedules import RhoFollowsLR
 from .variants.evsam import EVSAM
 from .variants.fsam import FSAM
 from .variants.mixing import GSAM, WSAM
@@ -23,6 +24,6 @@ from .variants.xsam import XSAM
 
 __all__ = [
     "ASAM", "BASES", "EVSAM", "FSAM", "GSAM", "LSAM", "MSAM", "SAM", "WSAM", "XSAM", "Distributed", "Hyper",
-    "LSAMPlus", "MSAMPlus", "SharpnessAware", "available", "create", "get", "register", "update",
+    "LSAMPlus", "MSAMPlus", "RhoFollowsLR", "SharpnessAware", "available", "create", "get", "register", "update",
 ]
 __version__ = "0.1.0"

@@ -21,7 +21,7 @@ from .registry import available, create
 TOY_RUNS: dict[str, tuple[str | None, dict[str, Any]]] = {
     "SGD": (None, {}),
     "SAM": ("sam", {"rho": 6.0}),
-    "XSAM": ("xsam", {"rho": 6.0, "rho_m": 18.0, "alpha_max": 4.0, "alpha_samples": 41, "probe_every": 1}),
+    "XSAM": ("xsam", {"rho": 6.0, "rho_m": 18.0, "alpha_max": 4.0, "probe_every": 1}),
 }
 
 

@@ -7,7 +7,12 @@ direction as the gradient. A variant overrides a few hooks:
 - ``_prepare``: work between pass 0 and the first ascent (F-SAM's EMA, evsam's eigenvector);
 - ``_ascent_direction``: the vector to ascend along (default: the gradient);
 - ``_observe``: remember what a pass saw (called after every pass, after its ascent);
-- ``_combine``: write the final direction into ``.grad`` (default: keep g_k, i.e. SAM).
+- ``_combine``: write the final direction into ``.grad`` (default: keep g_k, i.e. SAM);
+- ``_after_base_step``: work after the base optimizer stepped (decoupled WSAM).
+
+Hyperparameters declared ``per_group`` (ρ, ``adaptive``, η and each variant's per-parameter knobs) live in
+``param_groups`` like ``lr``: the constructor's values are defaults, a group may override them and anything
+that writes ``group["rho"]`` schedules ρ. Norms and the XSAM plane stay global over all groups.
 
 Variant state changes are staged in the update's context and committed only when the base step
 runs, so a skipped or failed update leaves parameters and all optimizer state bit-identical.
@@ -32,10 +37,10 @@ from .hyper import Hyper, resolve
 from .tensors import global_norm, to_host
 
 RHO = Hyper("rho", float, 0.05, "total perturbation radius; each of the k ascent steps moves rho/k",
-            low=0.0, low_open=True)
+            low=0.0, low_open=True, per_group=True)
 STEPS = Hyper("steps", int, 1, "number of ascent steps k (k > 1: multi-step)", low=1)
-ADAPTIVE = Hyper("adaptive", bool, False, "ASAM-style adaptive perturbation scaled by |w| + eta")
-ETA = Hyper("eta", float, 0.01, "ASAM's offset eta in T_w = |w| + eta", low=0.0)
+ADAPTIVE = Hyper("adaptive", bool, False, "ASAM-style adaptive perturbation scaled by |w| + eta", per_group=True)
+ETA = Hyper("eta", float, 0.01, "ASAM's offset eta in T_w = |w| + eta", low=0.0, per_group=True)
 REPLAY_RNG = Hyper("replay_rng", bool, True,
                    "replay the RNG state in every pass of an update (same dropout masks)")
 MAX_GRAD_NORM = Hyper("max_grad_norm", float, 0.0,
@@ -43,7 +48,25 @@ MAX_GRAD_NORM = Hyper("max_grad_norm", float, 0.0,
 
 COMMON: tuple[Hyper, ...] = (RHO, STEPS, ADAPTIVE, ETA, REPLAY_RNG, MAX_GRAD_NORM)
 
+# Param-group keys that neither the variant nor the base optimizer reads but that schedulers and model
+# helpers put there: torch's schedulers (initial_lr), timm's layer decay (lr_scale, param_names) and
+# fallback split (use_fallback), named groups.
+FRAMEWORK_GROUP_KEYS = ("initial_lr", "lr_scale", "param_names", "use_fallback", "name")
+
 Closure = Callable[[], Tensor]
+
+
+@dataclass
+class Span:
+    """Consecutive entries of ``Update.params`` whose param groups hold the same per-group values."""
+
+    start: int
+    stop: int
+    hp: dict[str, Any]
+
+    def of(self, tensors: list[Tensor]) -> list[Tensor]:
+        """This span's part of a list aligned with ``Update.params``."""
+        return tensors[self.start:self.stop]
 
 
 @dataclass
@@ -53,12 +76,16 @@ class Update:
     closure: Closure
     rng: Any = None
     params: list[Tensor] = field(default_factory=list)
+    spans: list[Span] = field(default_factory=list)
+    groups: list[tuple[dict[str, Any], Span]] = field(default_factory=list)
     losses: list[float] = field(default_factory=list)
     norms: list[float] = field(default_factory=list)
     loss_scale: float = 1.0
     stats: dict[str, float] = field(default_factory=dict)
     pending_scalars: dict[str, Any] = field(default_factory=dict)
     pending_tensors: dict[str, list[Tensor]] = field(default_factory=dict)
+    pending_counts: dict[str, int] = field(default_factory=dict)
+    notes: dict[str, Any] = field(default_factory=dict)
     kept: dict[str, list[Tensor]] = field(default_factory=dict)
 
     def grads(self) -> list[Tensor]:
@@ -149,12 +176,17 @@ class SharpnessAware(torch.optim.Optimizer):
             raise TypeError(f"{type(self).__name__}: building the base optimizer "
                             f"{getattr(base_cls, '__name__', base_cls)} with {sorted(base_kwargs)} failed ({err}); "
                             f"hyperparameters of {self.name!r} are {sorted(declared)}") from err
-        super().__init__(self.base.param_groups, self.base.defaults)
+        for i, group in enumerate(self.base.param_groups):
+            self._check_group_keys(group, f"param_groups[{i}]")
+        per_group = {h.name: getattr(self.hp, h.name) for h in self.hyperparameters if h.per_group}
+        super().__init__(self.base.param_groups, {**self.base.defaults, **per_group})
         self.param_groups = self.base.param_groups
+        self._groups_shared = True
+        self._check_groups()
         self.model = model
         self.grad_scaler = grad_scaler
         self.distributed = distributed
-        self.counters = {"updates": 0, "skipped": 0}
+        self.counters = {"updates": 0, "skipped": 0, **self._initial_counters()}
         self.scalars: dict[str, Any] = self._initial_scalars()
         self.stats: dict[str, float] = {}
         self._backup: list[Tensor] = []
@@ -168,11 +200,12 @@ class SharpnessAware(torch.optim.Optimizer):
         """Cross-field checks of ``self.hp`` (each field is already in range)."""
 
     def _initial_scalars(self) -> dict[str, Any]:
-        """Variant scalars kept across updates and saved in ``state_dict`` (α*, counters…)."""
+        """Variant scalars kept across updates and saved in ``state_dict`` (α*, pending probes…)."""
         return {}
 
-    def _rho(self) -> float:
-        return self.hp.rho
+    def _initial_counters(self) -> dict[str, int]:
+        """Variant counters beside ``updates`` and ``skipped`` (XSAM's probes and edge hits)."""
+        return {}
 
     def _prepare(self, ctx: Update) -> bool:
         return True
@@ -188,8 +221,53 @@ class SharpnessAware(torch.optim.Optimizer):
     def _combine(self, ctx: Update) -> bool:
         return True
 
+    def _after_base_step(self, ctx: Update) -> None:
+        pass
+
     def begin_epoch(self) -> None:
         """Called by training loops at the start of each epoch (XSAM probes then)."""
+
+    # ----------------------------------------------------------------- param groups
+    def _group_hyperparameters(self) -> tuple[Hyper, ...]:
+        return tuple(h for h in self.hyperparameters if h.per_group)
+
+    def _check_group_keys(self, group: dict[str, Any], label: str) -> None:
+        """Refuse keys that no part of the optimizer reads (a misspelled ``rhoo``) and global ones."""
+        owner = type(self).__name__
+        per_group = {h.name for h in self._group_hyperparameters()}
+        global_names = sorted({h.name for h in self.hyperparameters} - per_group)
+        misplaced = sorted(set(group) & set(global_names))
+        if misplaced:
+            raise ValueError(f"{owner}: {label} sets {misplaced}, which are global (one value for all groups): "
+                             f"pass them to the constructor; per-group keys are {sorted(per_group)}")
+        known = {"params", *self.base.defaults, *per_group, *FRAMEWORK_GROUP_KEYS}
+        unknown = sorted(set(group) - known)
+        if unknown:
+            raise ValueError(f"{owner}: {label} has unknown key(s) {unknown}; known keys: {sorted(known - {'params'})}")
+
+    def _checked_group_values(self, groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Every group's per-group values, validated (a missing key takes the constructor's value)."""
+        owner = type(self).__name__
+        return [{h.name: h.check(group.get(h.name, getattr(self.hp, h.name)), owner, f"param_groups[{i}][{h.name!r}]")
+                 for h in self._group_hyperparameters()} for i, group in enumerate(groups)]
+
+    def _check_groups(self) -> None:
+        """Validate the per-group values (schedulers may have written them) before anything changes."""
+        for group, values in zip(self.param_groups, self._checked_group_values(self.param_groups)):
+            group.update(values)
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Add a group to the base optimizer (which shares ``param_groups``); per-group keys default to the
+        constructor's values, and unknown keys or invalid values are refused before anything is added."""
+        if not getattr(self, "_groups_shared", False):
+            super().add_param_group(param_group)
+            return
+        label = f"param_groups[{len(self.param_groups)}]"
+        self._check_group_keys(param_group, label)
+        owner = type(self).__name__
+        values = {h.name: h.check(param_group.get(h.name, getattr(self.hp, h.name)), owner, f"{label}[{h.name!r}]")
+                  for h in self._group_hyperparameters()}
+        self.base.add_param_group({**param_group, **values})
 
     # ----------------------------------------------------------------- closure helpers
     def backward(self, loss: Tensor) -> None:
@@ -226,6 +304,7 @@ class SharpnessAware(torch.optim.Optimizer):
         framework computes the first pass itself, e.g. fairseq's trainer). Such a closure replays any
         RNG state itself and skips backward while ``opt.probing`` is True (probes run under no_grad).
         """
+        self._check_groups()
         if closure is None:
             raise RuntimeError(
                 f"{type(self).__name__}.step() needs a closure: a sharpness-aware update evaluates the batch "
@@ -244,7 +323,7 @@ class SharpnessAware(torch.optim.Optimizer):
             self._probes_without_grad = True
             ctx.rng = _NoReplay()
             loss0 = loss
-        ctx.params = [p for g in self.param_groups for p in g["params"] if p.grad is not None]
+        self._collect(ctx)
         if not ctx.params:
             return loss0.detach()
         if any(p.grad.is_sparse for p in ctx.params):
@@ -262,6 +341,23 @@ class SharpnessAware(torch.optim.Optimizer):
             return self._skip(ctx, loss0)
         self._finish(ctx)
         return loss0.detach()
+
+    def _collect(self, ctx: Update) -> None:
+        """The parameters with a gradient, each group's span of them, and the spans of equal per-group
+        values (consecutive groups that differ only in keys the base reads share one span)."""
+        names = [h.name for h in self._group_hyperparameters()]
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            values = {name: group[name] for name in names}
+            start = len(ctx.params)
+            ctx.params += params
+            ctx.groups.append((group, Span(start, len(ctx.params), values)))
+            if ctx.spans and ctx.spans[-1].hp == values:
+                ctx.spans[-1].stop = len(ctx.params)
+            else:
+                ctx.spans.append(Span(start, len(ctx.params), values))
 
     def _ascend_and_combine(self, ctx: Update) -> bool:
         if not self._prepare(ctx):
@@ -313,25 +409,37 @@ class SharpnessAware(torch.optim.Optimizer):
         return math.isfinite(loss_value) and math.isfinite(norm)
 
     def _ascend(self, ctx: Update, i: int) -> None:
-        """ϑ_{i+1} = ϑ_i + ρ/k · e/‖e‖ (ASAM: ρ/k · T²e/‖Te‖); a zero direction does not move."""
-        rho_i = self._rho() / self.hp.steps
+        """ϑ_{i+1} = ϑ_i + ρ_g/k · e/‖e‖ (ASAM groups: ρ_g/k · T²e/‖Te‖, T = |w| + η_g, T = 1 in the other
+        groups), the norm taken over all groups; a zero direction does not move."""
+        k = self.hp.steps
         direction = self._ascent_direction(ctx, i)
-        if direction is None and not self.hp.adaptive:
+        if direction is None and not any(span.hp["adaptive"] for span in ctx.spans):
             if ctx.norms[i] > 0:
-                torch._foreach_add_(ctx.params, ctx.grads(), alpha=rho_i / ctx.norms[i])
+                grads = ctx.grads()
+                for span in ctx.spans:
+                    torch._foreach_add_(span.of(ctx.params), span.of(grads), alpha=span.hp["rho"] / k / ctx.norms[i])
             return
-        if self.hp.adaptive:
-            scale = torch._foreach_abs(ctx.params)
-            torch._foreach_add_(scale, self.hp.eta)
-            step = torch._foreach_mul(ctx.grads() if direction is None else direction, scale)
-            norm_t = global_norm(step)
-            torch._foreach_mul_(step, scale)
-        else:
-            step = direction
-            norm_t = global_norm(step)
-        factor = torch.where(norm_t > 0, rho_i / norm_t, torch.zeros_like(norm_t))
-        torch._foreach_mul_(step, factor.to(step[0].dtype))
-        torch._foreach_add_(ctx.params, step)
+        owned = direction is not None
+        vector = ctx.grads() if direction is None else direction
+        parts, scales = [], []
+        for span in ctx.spans:
+            part, scale = span.of(vector), None
+            if span.hp["adaptive"]:
+                scale = torch._foreach_abs(span.of(ctx.params))
+                torch._foreach_add_(scale, span.hp["eta"])
+                part = torch._foreach_mul(part, scale)
+            parts.append(part)
+            scales.append(scale)
+        norm_t = global_norm([t for part in parts for t in part])
+        for span, part, scale in zip(ctx.spans, parts, scales):
+            factor = torch.where(norm_t > 0, span.hp["rho"] / k / norm_t, torch.zeros_like(norm_t)).to(part[0].dtype)
+            if scale is not None:
+                torch._foreach_mul_(part, scale)
+            if scale is not None or owned:
+                torch._foreach_mul_(part, factor)
+            else:
+                part = torch._foreach_mul(part, factor)
+            torch._foreach_add_(span.of(ctx.params), part)
 
     def _save(self, ctx: Update) -> None:
         """Back up θ (one buffer, reused across updates) and the normalization running stats."""
@@ -378,15 +486,18 @@ class SharpnessAware(torch.optim.Optimizer):
             for p, t in zip(ctx.params, tensors):
                 self.state[p][key] = t
         self.scalars.update(ctx.pending_scalars)
+        for key, count in ctx.pending_counts.items():
+            self.counters[key] += count
         self.counters["updates"] += 1
         k = self.hp.steps
         ctx.stats.update(loss=ctx.losses[0], perturbed_loss=ctx.losses[k], grad_norm=ctx.norms[0],
-                         sharpness=ctx.losses[k] - ctx.losses[0], skipped=0.0)
+                         sharpness=ctx.losses[k] - ctx.losses[0], rho=ctx.spans[0].hp["rho"], skipped=0.0)
         self.stats = ctx.stats
         if self.grad_scaler is not None:
             self.grad_scaler.step(self.base)
         else:
             self.base.step()
+        self._after_base_step(ctx)
 
     def _keep_grads(self, ctx: Update, key: str) -> list[Tensor]:
         """Keep this pass's gradient tensors alive under ``key`` (no copy; the next pass allocates anew)."""
@@ -417,15 +528,17 @@ class SharpnessAware(torch.optim.Optimizer):
             found = None if sam is None else sam.get("variant")
             raise ValueError(f"{type(self).__name__}.load_state_dict: expected a state dict of variant "
                              f"{self.name!r}, got {found!r}")
+        self._checked_group_values(state_dict["param_groups"])
         self.base.load_state_dict(state_dict)
         self.param_groups = self.base.param_groups
+        self._check_groups()
         params = self._ordered_params()
         self.state = defaultdict(dict)
         for i, entries in sam["state"].items():
             p = params[int(i)]
             self.state[p] = {k: v.to(device=p.device, dtype=p.dtype) if isinstance(v, Tensor) else v
                              for k, v in entries.items()}
-        self.counters = dict(sam["counters"])
+        self.counters = {"updates": 0, "skipped": 0, **self._initial_counters(), **sam["counters"]}
         self.scalars = {**self._initial_scalars(), **sam["scalars"]}
 
     def zero_grad(self, set_to_none: bool = True) -> None:

@@ -13,7 +13,11 @@ from typing import Any
 
 @dataclass(frozen=True)
 class Hyper:
-    """A hyperparameter: ``low``/``high`` bound numbers, ``choices`` bound strings."""
+    """A hyperparameter: ``low``/``high`` bound numbers, ``choices`` bound strings.
+
+    ``per_group`` marks a value that is meaningful per parameter: it lives in ``param_groups`` like
+    ``lr`` (the constructor's value is the default a group may override, and schedulers may write it).
+    """
 
     name: str
     kind: type
@@ -24,6 +28,7 @@ class Hyper:
     low_open: bool = False
     high_open: bool = False
     choices: tuple[str, ...] | None = None
+    per_group: bool = False
 
     def with_default(self, default: Any, help: str | None = None) -> Hyper:
         return replace(self, default=default, help=help or self.help)
@@ -43,9 +48,10 @@ class Hyper:
         right = ")" if self.high is None or self.high_open else "]"
         return f"{article} {self.kind.__name__} in {left}{lo}, {hi}{right}"
 
-    def check(self, value: Any, owner: str) -> Any:
-        """Return ``value`` converted to ``kind``; raise ValueError naming it and the allowed range."""
-        bad = ValueError(f"{owner}: {self.name}={value!r} is invalid; allowed: {self.allowed()}")
+    def check(self, value: Any, owner: str, label: str | None = None) -> Any:
+        """Return ``value`` converted to ``kind``; raise ValueError naming it (as ``label``, default the
+        name) and the allowed range."""
+        bad = ValueError(f"{owner}: {label or self.name}={value!r} is invalid; allowed: {self.allowed()}")
         if self.kind is bool:
             if not isinstance(value, bool):
                 raise bad

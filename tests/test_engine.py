@@ -62,19 +62,19 @@ def test_non_finite_pass_skips_without_changing_anything(name, bad_call, bad_val
     x, y = make_data()
     opt = sam_plugins.create(name, model.parameters(), base="adamw", lr=0.01, steps=2)
     opt.step(mse_closure(opt, model, x, y))
-    params, state = flat(model), snapshot(opt)
+    params, state, counters = flat(model), snapshot(opt), dict(opt.counters)
     loss = opt.step(mse_closure(opt, model, x, y, poison={bad_call: bad_value}))
     assert isinstance(loss, torch.Tensor)
     assert torch.equal(flat(model), params)
     after = opt.state_dict()
-    assert after["sam"]["counters"] == {"updates": 1, "skipped": 1}
+    assert after["sam"]["counters"] == {**counters, "skipped": 1}
     after["sam"]["counters"]["skipped"] = 0
     buffer = io.BytesIO()
     torch.save(after, buffer)
     assert buffer.getvalue() == state
     assert opt.stats["skipped"] == 1.0
     opt.step(mse_closure(opt, model, x, y))
-    assert opt.counters == {"updates": 2, "skipped": 1}
+    assert (opt.counters["updates"], opt.counters["skipped"]) == (2, 1)
 
 
 def test_exception_in_closure_restores_parameters():
@@ -240,7 +240,8 @@ def test_non_finite_probe_loss_is_never_chosen():
     opt.step(mse_closure(opt, model, x, y, poison={best_call: float("nan")}))
     assert opt.scalars["alpha"] != best
     assert math.isfinite(opt.scalars["alpha"])
-    assert opt.counters == {"updates": 1, "skipped": 0}
+    assert opt.counters == {"updates": 1, "skipped": 0, "probes": 1, "upper_edge_probes": 0, "lower_edge_probes": 0}
+    assert math.isnan(opt.probe_history[-1].losses[alphas.index(best)])
 
 
 def test_all_probe_losses_non_finite_keeps_alpha_and_probes_again():
@@ -248,9 +249,11 @@ def test_all_probe_losses_non_finite_keeps_alpha_and_probes_again():
     model = make_model()
     opt = sam_plugins.create("xsam", model.parameters(), lr=0.1, alpha=0.8)
     opt.step(mse_closure(opt, model, x, y, poison={n: float("nan") for n in range(3, 24)}))
-    assert opt.scalars == {"alpha": 0.8, "probe_pending": True}
+    assert opt.scalars == {"alpha": 0.8, "probe_pending": True, "upper_edge_streak": 0}
+    assert opt.counters["probes"] == 0 and not opt.probe_history
     opt.step(mse_closure(opt, model, x, y))
     assert opt.scalars["probe_pending"] is False
+    assert opt.counters["probes"] == 1 and len(opt.probe_history) == 1
 
 
 def test_plain_closure_equals_helper_closure_and_probes_are_forward_only():
@@ -317,12 +320,13 @@ def test_step_without_closure_says_what_to_do():
     ("sam", {"steps": 0}, r"steps=0 is invalid; allowed: an int in \[1, inf\)"),
     ("sam", {"steps": 1.5}, r"steps=1\.5 is invalid"),
     ("xsam", {"rho_m": 0.0}, r"rho_m=0\.0 is invalid"),
-    ("xsam", {"alpha_samples": 0}, r"alpha_samples=0 is invalid"),
+    ("xsam", {"alpha_step": 0.0}, r"alpha_step=0\.0 is invalid"),
+    ("wsam", {"gamma": 1.0}, r"gamma=1\.0 is invalid; allowed: a float in \[0\.0, 1\.0\)"),
+    ("wsam", {"max_norm": -1.0}, r"max_norm=-1\.0 is invalid"),
     ("xsam", {"alpha_max": -2.0}, r"alpha_max=-2\.0 is invalid"),
     ("xsam", {"grad_scale": "norm"}, r"grad_scale='norm' is invalid; allowed: one of 'norm_k'"),
     ("xsam", {"probe": 1}, r"probe=1 is invalid; allowed: True or False"),
     ("fsam", {"lam": 1.0}, r"lam=1\.0 is invalid; allowed: a float in \[0\.0, 1\.0\)"),
-    ("gsam", {"rho": 0.1, "rho_min": 0.2}, r"rho_min=0\.2 is invalid"),
     ("evsam", {"alpha": 3.0}, r"alpha=3\.0 is invalid; allowed: a float in \[0\.0, 2\.0\]"),
     ("sam", {"rho": float("nan")}, r"rho=nan is invalid"),
     ("sam", {"base": "adamm"}, r"unknown base optimizer 'adamm'; choose one of \['adadelta'"),
@@ -396,7 +400,7 @@ def test_dropout_masks_are_replayed_and_rng_advances_once(replay):
 @pytest.mark.parametrize(("name", "hyper"), [
     ("sam", {}), ("asam", {}), ("xsam", {"probe_every": 3, "steps": 2}), ("fsam", {}),
     ("evsam", {"eig_every": 3, "eig_warm_start": True}), ("evsam", {"eig_every": 2, "eig_warm_start": False}),
-    ("gsam", {"rho_min": 0.01}), ("lsamplus", {}), ("msam", {}), ("wsam", {})])
+    ("gsam", {"alpha": 0.3}), ("lsamplus", {}), ("msam", {}), ("wsam", {})])
 @pytest.mark.parametrize("base", ["sgd", "adamw"])
 def test_resume_is_bit_identical(name, hyper, base, tmp_path):
     torch.manual_seed(0)
@@ -465,9 +469,10 @@ def test_skipped_first_update_stages_no_variant_state(name, bad_call):
     opt = sam_plugins.create(name, model.parameters(), lr=0.1)
     fresh = snapshot(opt)
     opt.step(mse_closure(opt, model, x, y, poison={bad_call: float("nan")}))
-    assert opt.counters == {"updates": 0, "skipped": 1}
+    assert (opt.counters["updates"], opt.counters["skipped"]) == (0, 1)
     opt.counters["skipped"] = 0
     assert snapshot(opt) == fresh
+    assert not getattr(opt, "probe_history", None)
 
 
 def test_signatures_list_each_variants_own_hyperparameters():

@@ -192,7 +192,8 @@ def test_generate_and_sacrebleu(data_bin, tmp_path):
 @pytest.mark.parametrize(("args", "message"), [
     (["--optimizer", "xsam", "--sam-rho", "0"],
      r"--optimizer xsam: XSAM: rho=0.0 is invalid; allowed: a float in \(0.0, inf\)"),
-    (["--optimizer", "xsam", "--sam-alpha-samples", "0"], r"alpha_samples=0 is invalid"),
+    (["--optimizer", "xsam", "--sam-alpha-step", "0"], r"alpha_step=0.0 is invalid"),
+    (["--optimizer", "wsam", "--sam-gamma", "1"], r"gamma=1.0 is invalid; allowed: a float in \[0.0, 1.0\)"),
     (["--optimizer", "sam", "--sam-base", "lamb"], r"argument --sam-base: invalid choice: 'lamb'"),
     (["--optimizer", "xsam", "--sam-grad-scale", "norm"], r"argument --sam-grad-scale: invalid choice: 'norm'"),
     (["--optimizer", "xsm"], r"argument --optimizer: invalid choice: 'xsm'"),
@@ -208,7 +209,7 @@ def test_bad_flags_fail_fast_with_clear_errors(data_bin, tmp_path, args, message
 def test_help_lists_the_generated_flags(data_bin):
     text = cli("fairseq-train", str(data_bin), "--user-dir", COMMON[1], "--arch", "transformer", "--optimizer", "xsam",
                "--help").stdout
-    for flag in ("--sam-base", "--sam-rho", "--sam-rho-m", "--sam-alpha-max", "--sam-alpha-samples",
+    for flag in ("--sam-base", "--sam-rho", "--sam-rho-m", "--sam-alpha-max", "--sam-alpha-step",
                  "--sam-no-probe", "--sam-probe-every", "--sam-grad-scale", "--sam-no-replay-rng"):
         assert flag in text
 

@@ -2,7 +2,8 @@
 
 As in the official code, the first update is plain SAM and starts the EMA at g; afterwards the
 ascent direction is g − σ·m_{t−1} and the EMA is fed the raw minibatch gradient at θ:
-m_t = λ·m_{t−1} + (1 − λ)·g_t. ``adaptive=True`` gives F-ASAM.
+m_t = λ·m_{t−1} + (1 − λ)·g_t. ``adaptive=True`` gives F-ASAM. σ and λ are per group (the official
+code keeps one value for all; a group that does not set them uses the constructor's).
 """
 
 from __future__ import annotations
@@ -22,9 +23,10 @@ class FSAM(SharpnessAware):
     name = "fsam"
     hyperparameters = (
         *COMMON,
-        Hyper("sigma", float, 1.0, "σ: how much of the gradient EMA is removed from the ascent direction", low=0.0),
+        Hyper("sigma", float, 1.0, "σ: how much of the gradient EMA is removed from the ascent direction", low=0.0,
+              per_group=True),
         Hyper("lam", float, 0.9, "λ: decay of the gradient EMA (0.6 CIFAR, 0.95 ImageNet in the paper)",
-              low=0.0, high=1.0, high_open=True),
+              low=0.0, high=1.0, high_open=True, per_group=True),
     )
 
     def _prepare(self, ctx: Update) -> bool:
@@ -33,8 +35,11 @@ class FSAM(SharpnessAware):
         if any(m is None for m in ema):
             ctx.pending_tensors["ema"] = torch._foreach_mul(grads, 1.0 / ctx.loss_scale)
             return True
-        new = torch._foreach_mul(ema, self.hp.lam)
-        torch._foreach_add_(new, grads, alpha=(1.0 - self.hp.lam) / ctx.loss_scale)
+        new = []
+        for span in ctx.spans:
+            part = torch._foreach_mul(span.of(ema), span.hp["lam"])
+            torch._foreach_add_(part, span.of(grads), alpha=(1.0 - span.hp["lam"]) / ctx.loss_scale)
+            new += part
         ctx.pending_tensors["ema"] = new
         ctx.kept["ema"] = ema
         return True
@@ -43,4 +48,7 @@ class FSAM(SharpnessAware):
         ema = ctx.kept.get("ema")
         if ema is None:
             return None
-        return torch._foreach_add(ctx.grads(), ema, alpha=-self.hp.sigma * ctx.loss_scale)
+        grads, direction = ctx.grads(), []
+        for span in ctx.spans:
+            direction += torch._foreach_add(span.of(grads), span.of(ema), alpha=-span.hp["sigma"] * ctx.loss_scale)
+        return direction

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
+from torch import Tensor
 
 from ..engine import COMMON, SharpnessAware, Update
 from ..hyper import Hyper
 from ..registry import register
 from ..tensors import polarized_cosine_
+
+# torch.nn.utils.clip_grad_norm_ divides by the norm plus this; WSAM's official code clips with it.
+CLIP_EPS = 1e-6
 
 
 class _KeepsFirstGradient(SharpnessAware):
@@ -20,52 +22,74 @@ class _KeepsFirstGradient(SharpnessAware):
 
 @register
 class WSAM(_KeepsFirstGradient):
-    """Weighted SAM (Yue et al. 2023): update with (1 − β)·g_0 + β·g_k."""
+    """Weighted SAM (Yue et al., KDD 2023): L + γ/(1−γ)·(sharpness), as in the official atorch code.
+
+    With w = γ/(1−γ): ``decouple=False`` steps the base with g_0 + w·(g_k − g_0) (γ = 0.5 is SAM);
+    ``decouple=True`` steps the base with g_0 and then moves θ by −lr·w·(g_k − g_0) directly, past
+    momentum and Adam's normalisation. ``max_norm`` > 0 clips g_0 (after the ascent) and g_k each to that
+    norm before they are combined, like the official code's ``max_norm``.
+    """
 
     name = "wsam"
     hyperparameters = (
         *COMMON,
-        Hyper("beta", float, 0.9, "weight β of the perturbed gradient in (1 − β)·g_0 + β·g_k", low=0.0),
+        Hyper("gamma", float, 0.9, "γ: the sharpness term is weighted γ/(1 − γ) (0.5: SAM)",
+              low=0.0, high=1.0, high_open=True, per_group=True),
+        Hyper("decouple", bool, True, "apply the sharpness term directly, scaled by the lr, after the base step"),
+        Hyper("max_norm", float, 0.0, "clip g_0 and g_k each to this global norm before combining them (0: off)",
+              low=0.0),
     )
 
+    def _clip(self, ctx: Update, grads: list[Tensor], norm: float) -> None:
+        if self.hp.max_norm > 0:
+            coefficient = self.hp.max_norm / (norm / ctx.loss_scale + CLIP_EPS)
+            if coefficient < 1.0:
+                torch._foreach_mul_(grads, coefficient)
+
+    def _observe(self, ctx: Update, i: int) -> None:
+        if i == 0:
+            self._clip(ctx, self._keep_grads(ctx, "g0"), ctx.norms[0])
+
     def _combine(self, ctx: Update) -> bool:
-        grads = ctx.grads()
-        torch._foreach_mul_(grads, self.hp.beta)
-        torch._foreach_add_(grads, ctx.kept["g0"], alpha=1.0 - self.hp.beta)
+        grads, g0 = ctx.grads(), ctx.kept["g0"]
+        self._clip(ctx, grads, ctx.norms[self.hp.steps])
+        if self.hp.decouple:
+            torch._foreach_sub_(grads, g0)
+            ctx.kept["sharpness"] = grads
+            for p, g in zip(ctx.params, g0):
+                p.grad = g
+            return True
+        for span in ctx.spans:
+            weight = span.hp["gamma"] / (1.0 - span.hp["gamma"])
+            torch._foreach_mul_(span.of(grads), weight)
+            torch._foreach_add_(span.of(grads), span.of(g0), alpha=1.0 - weight)
         return True
+
+    def _after_base_step(self, ctx: Update) -> None:
+        sharpness = ctx.kept.get("sharpness")
+        if sharpness is None:
+            return
+        if self.distributed is not None and self.distributed.local_ascent:
+            self.distributed.mean_(sharpness)
+        for group, span in ctx.groups:
+            weight = span.hp["gamma"] / (1.0 - span.hp["gamma"])
+            torch._foreach_add_(span.of(ctx.params), span.of(sharpness),
+                                alpha=-float(group["lr"]) * weight / ctx.loss_scale)
 
 
 @register
 class GSAM(_KeepsFirstGradient):
     """Surrogate-gap guided SAM (Zhuang et al. 2022): g_k − a·(g_0 − proj_{g_k} g_0).
 
-    ρ follows the learning rate of the first param group linearly, from ``rho`` at the initial lr
-    down to ``rho_min`` at ``lr_min``, as in the paper's schedule.
+    ρ is constant, as in the official PyTorch example; the paper's ρ that decays with the lr is
+    ``sam_plugins.RhoFollowsLR`` (works with every variant).
     """
 
     name = "gsam"
     hyperparameters = (
         *COMMON,
         Hyper("alpha", float, 0.4, "strength a of the ascent along the part of g_0 orthogonal to g_k", low=0.0),
-        Hyper("rho_min", float, 0.0, "ρ reached when the learning rate reaches lr_min", low=0.0),
-        Hyper("lr_min", float, 0.0, "learning rate at which ρ reaches rho_min", low=0.0),
     )
-
-    def _validate(self) -> None:
-        if self.hp.rho_min > self.hp.rho:
-            raise ValueError(f"GSAM: rho_min={self.hp.rho_min!r} is invalid; "
-                             f"allowed: a float in [0, rho={self.hp.rho!r}]")
-
-    def _initial_scalars(self) -> dict[str, Any]:
-        group = self.param_groups[0]
-        return {"lr_max": float(group.get("initial_lr", group["lr"]))}
-
-    def _rho(self) -> float:
-        lr, lr_max, lr_min = float(self.param_groups[0]["lr"]), self.scalars["lr_max"], self.hp.lr_min
-        if lr_max <= lr_min:
-            return self.hp.rho
-        fraction = min(max((lr - lr_min) / (lr_max - lr_min), 0.0), 1.0)
-        return self.hp.rho_min + (self.hp.rho - self.hp.rho_min) * fraction
 
     def _combine(self, ctx: Update) -> bool:
         grads, g0 = ctx.grads(), ctx.kept["g0"]
@@ -77,5 +101,4 @@ class GSAM(_KeepsFirstGradient):
         # g0 now holds g0 + shift·g_k, so g_k − a·(g0 − projection·g_k) reads:
         torch._foreach_mul_(grads, 1.0 + self.hp.alpha * (projection + shift))
         torch._foreach_add_(grads, g0, alpha=-self.hp.alpha)
-        ctx.stats["rho"] = self._rho()
         return True

@@ -18,8 +18,9 @@ class SAM(SharpnessAware):
 class ASAM(SharpnessAware):
     """Adaptive SAM: ε = ρ·T²g/‖Tg‖ with T = |w| + η on every parameter with a gradient.
 
-    The official code scales only tensors named ``weight``; an optimizer sees no names, so pass biases
-    and normalization parameters in a group of a plain ``sam`` instance if you need that split.
+    The official code scales only tensors named ``weight``; an optimizer sees no names, so put biases and
+    normalization parameters in a param group with ``adaptive=False`` for that split (T = 1 there; the
+    norm ‖Tg‖ stays global over all groups).
     """
 
     name = "asam"

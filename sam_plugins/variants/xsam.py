@@ -1,14 +1,22 @@
 """XSAM (Chen & Zhou, ICLR 2026, Algorithm 1): probe the maximum on the plane of (ϑ_k − ϑ_0, g_k).
 
 After k ascent steps, v0 = (ϑ_k − ϑ_0)/‖·‖ and v1 = g_k/‖g_k‖ span a plane; v(α) is their spherical
-interpolation. Every probe evaluates L(ϑ_0 + ρ_m·v(α)) on the same batch for α on a grid over
-[0, alpha_max] (forward passes only) and keeps the argmax α*; the update direction is
-scale·v(α*), the scale being ‖g_k‖ by default (App. F lists the alternatives).
+interpolation. Every probe evaluates L(ϑ_0 + ρ_m·v(α)) on the same batch for α on the official
+code's grid 0, δ, 2δ, … ≤ alpha_max (forward passes only) and keeps the argmax α*; the update direction
+is scale·v(α*), the scale being ‖g_k‖ by default (App. F lists the alternatives).
+
+Every probe is recorded in ``opt.probe_history`` (bounded), counted in ``opt.counters``, and a warning
+says when α* sits at the grid's upper edge on several consecutive probes: the in-plane maximum then lies
+beyond ``alpha_max`` and the update is the grid's edge, not the probed maximum.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import sys
+import warnings
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +29,21 @@ from ..registry import register
 from ..tensors import global_norm, polarized_cosine_, to_host
 
 GRAD_SCALES = ("norm_k", "norm_0", "mean_norm", "max_norm", "slope_k", "slope_m")
+GRID_TOLERANCE = 1e-5  # the official grid is numpy.arange(0, alpha_max + 1e-5, alpha_step)
+EDGE_WARNING_STREAK = 3  # consecutive probes with α* at the upper edge before the warning
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One α probe: the update it ran in, the grid and its losses, α*, the plane's angle ψ, and the edge of
+    the grid α* sits on ("upper", "lower", or "" inside)."""
+
+    update: int
+    alphas: tuple[float, ...]
+    losses: tuple[float, ...]
+    alpha: float
+    psi: float
+    edge: str
 
 
 @dataclass(frozen=True)
@@ -72,23 +95,36 @@ class XSAM(SharpnessAware):
               low=0.0, low_open=True),
         Hyper("alpha", float, 1.0, "starting α*, and the fixed α when probe is off (1: SAM's direction)"),
         Hyper("alpha_max", float, 2.0, "upper end a of the probed α grid [0, a]", low=0.0, low_open=True),
-        Hyper("alpha_samples", int, 21, "number of α values probed, evenly spaced over [0, alpha_max]", low=1),
+        Hyper("alpha_step", float, 0.1, "spacing δ of the probed α grid 0, δ, 2δ, … ≤ alpha_max (official alpha_delta)",
+              low=0.0, low_open=True),
         Hyper("probe", bool, True, "probe α* (False: keep the fixed alpha, the paper's WSAM-like baseline)"),
         Hyper("probe_every", int, 0,
               "also probe every N updates (0: only on the first update and after each begin_epoch())", low=0),
         Hyper("grad_scale", str, "norm_k", "length of the update: ‖g_k‖, ‖g_0‖, the mean or max ‖g_i‖, "
               "or the loss slope towards ϑ_k or towards the probed maximum (App. F)", choices=GRAD_SCALES),
+        Hyper("probe_history", int, 100, "how many recent probes opt.probe_history keeps (curve, α*, ψ, edge)",
+              low=0),
     )
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.probe_history: deque[Probe] = deque(maxlen=self.hp.probe_history)
+        self._edge_warned = False
+
     def _initial_scalars(self) -> dict[str, Any]:
-        return {"alpha": self.hp.alpha, "probe_pending": True}
+        return {"alpha": self.hp.alpha, "probe_pending": True, "upper_edge_streak": 0}
+
+    def _initial_counters(self) -> dict[str, int]:
+        return {"probes": 0, "upper_edge_probes": 0, "lower_edge_probes": 0}
 
     def begin_epoch(self) -> None:
         """Probe α* on the next update (the official code probes on each epoch's first batch)."""
         self.scalars["probe_pending"] = True
 
     def alphas(self) -> list[float]:
-        return torch.linspace(0.0, self.hp.alpha_max, self.hp.alpha_samples, dtype=torch.float64).tolist()
+        """The probed grid, as the official code builds it."""
+        count = math.ceil((self.hp.alpha_max + GRID_TOLERANCE) / self.hp.alpha_step)
+        return [i * self.hp.alpha_step for i in range(count)]
 
     def _probe_due(self) -> bool:
         every = self.hp.probe_every
@@ -112,7 +148,8 @@ class XSAM(SharpnessAware):
             if finite:
                 peak, best = max(finite)
                 alpha = alphas[-best]
-                ctx.pending_scalars.update(alpha=alpha, probe_pending=False)
+                self._stage_probe(ctx, Probe(self.counters["updates"], tuple(alphas), tuple(losses), alpha,
+                                             plane.psi, _edge(-best, len(alphas))))
         if self.hp.grad_scale == "slope_m" and peak is None:
             (peak,) = self._probe_losses(ctx, shifted, plane, [alpha])
         scale = self._scale(ctx, plane, peak)
@@ -122,6 +159,29 @@ class XSAM(SharpnessAware):
             torch._foreach_add_(grads, shifted, alpha=scale * along_u)
         ctx.stats.update(alpha=alpha, psi=plane.psi, probed=float(probe))
         return True
+
+    def _stage_probe(self, ctx: Update, probe: Probe) -> None:
+        upper = probe.edge == "upper"
+        ctx.pending_scalars.update(alpha=probe.alpha, probe_pending=False,
+                                   upper_edge_streak=self.scalars["upper_edge_streak"] + 1 if upper else 0)
+        ctx.pending_counts.update(probes=1, upper_edge_probes=int(upper), lower_edge_probes=int(probe.edge == "lower"))
+        ctx.stats["upper_edge"] = float(upper)
+        ctx.notes["probe"] = probe
+
+    def _after_base_step(self, ctx: Update) -> None:
+        probe = ctx.notes.get("probe")
+        if probe is None:
+            return
+        self.probe_history.append(probe)
+        streak = self.scalars["upper_edge_streak"]
+        if streak >= EDGE_WARNING_STREAK and not self._edge_warned:
+            self._edge_warned = True
+            warnings.warn(
+                f"XSAM: α* was at the upper edge of the probe grid (alpha_max={self.hp.alpha_max}) on the last "
+                f"{streak} probes ({self.counters['upper_edge_probes']} of {self.counters['probes']} so far): "
+                "the loss maximum on the probe plane lies beyond alpha_max, so each update follows the grid's "
+                "edge, not the probed maximum. opt.probe_history holds the probe curves; a larger alpha_max or "
+                "a smaller rho_m moves the maximum inside the grid.", RuntimeWarning, stacklevel=_caller_level())
 
     def _probe_losses(self, ctx: Update, shifted: list[Tensor], plane: Plane, alphas: list[float]) -> list[float]:
         """L(ϑ_0 + ρ_m·v(α)) for each α, forward only, averaged over replicas when distributed."""
@@ -153,3 +213,22 @@ class XSAM(SharpnessAware):
         else:
             slope = (peak - losses[0]) / self.hp.rho_m
         return slope * ctx.loss_scale
+
+
+def _edge(index: int, count: int) -> str:
+    if count > 1 and index == count - 1:
+        return "upper"
+    if count > 1 and index == 0:
+        return "lower"
+    return ""
+
+
+_INTERNAL = (os.path.dirname(os.path.dirname(__file__)), os.path.dirname(torch.__file__))
+
+
+def _caller_level() -> int:
+    """The ``stacklevel`` that points a warning at the first frame outside sam_plugins and torch."""
+    frame, level = sys._getframe(1), 1
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(_INTERNAL):
+        frame, level = frame.f_back, level + 1
+    return level
