@@ -12,16 +12,16 @@ from .registry import available, get
 
 
 def _row(first: str, h: Hyper) -> str:
-    cells = [first, f"`{h.name}`", f"`{h.default!r}`", h.allowed(), h.help]
+    cells = [first, f"`{h.name}`", f"`{h.default!r}`", h.allowed(), "yes" if h.per_group else "", h.help]
     return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
 
 
 def markdown() -> str:
-    lines = ["Common to every variant:", "", "| | hyperparameter | default | allowed | meaning |",
-             "|---|---|---|---|---|"]
+    lines = ["Common to every variant:", "", "| | hyperparameter | default | allowed | per group | meaning |",
+             "|---|---|---|---|---|---|"]
     lines += [_row("all", h) for h in COMMON]
     lines += ["", "Specific to a variant, or with a variant's own default:", "",
-              "| variant | hyperparameter | default | allowed | meaning |", "|---|---|---|---|---|"]
+              "| variant | hyperparameter | default | allowed | per group | meaning |", "|---|---|---|---|---|---|"]
     for name in available():
         lines += [_row(f"`{name}`", h) for h in get(name).hyperparameters if h not in COMMON]
     return "\n".join(lines)

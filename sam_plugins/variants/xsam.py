@@ -223,11 +223,14 @@ def _edge(index: int, count: int) -> str:
     return ""
 
 
-_INTERNAL = (os.path.dirname(os.path.dirname(__file__)), os.path.dirname(torch.__file__))
+_PACKAGE = os.path.dirname(os.path.dirname(__file__))
+_INTERNAL = (os.path.dirname(__file__), os.path.join(_PACKAGE, "engine.py"), os.path.join(_PACKAGE, "loop.py"),
+             os.path.dirname(torch.__file__))
 
 
 def _caller_level() -> int:
-    """The ``stacklevel`` that points a warning at the first frame outside sam_plugins and torch."""
+    """The ``stacklevel`` that points a warning at the training loop: the first frame outside the engine,
+    the variants and torch."""
     frame, level = sys._getframe(1), 1
     while frame.f_back is not None and frame.f_code.co_filename.startswith(_INTERNAL):
         frame, level = frame.f_back, level + 1
