@@ -178,7 +178,7 @@ class SharpnessAware(torch.optim.Optimizer):
                             f"hyperparameters of {self.name!r} are {sorted(declared)}") from err
         for i, group in enumerate(self.base.param_groups):
             self._check_group_keys(group, f"param_groups[{i}]")
-        per_group = {h.name: getattr(self.hp, h.name) for h in self.hyperparameters if h.per_group}
+        per_group = {h.name: getattr(self.hp, h.name) for h in self._group_hyperparameters()}
         super().__init__(self.base.param_groups, {**self.base.defaults, **per_group})
         self.param_groups = self.base.param_groups
         self._groups_shared = True
@@ -186,7 +186,7 @@ class SharpnessAware(torch.optim.Optimizer):
         self.model = model
         self.grad_scaler = grad_scaler
         self.distributed = distributed
-        self.counters = {"updates": 0, "skipped": 0, **self._initial_counters()}
+        self.counters = self._fresh_counters()
         self.scalars: dict[str, Any] = self._initial_scalars()
         self.stats: dict[str, float] = {}
         self._backup: list[Tensor] = []
@@ -206,6 +206,9 @@ class SharpnessAware(torch.optim.Optimizer):
     def _initial_counters(self) -> dict[str, int]:
         """Variant counters beside ``updates`` and ``skipped`` (XSAM's probes and edge hits)."""
         return {}
+
+    def _fresh_counters(self) -> dict[str, int]:
+        return {"updates": 0, "skipped": 0, **self._initial_counters()}
 
     def _prepare(self, ctx: Update) -> bool:
         return True
@@ -245,11 +248,14 @@ class SharpnessAware(torch.optim.Optimizer):
         if unknown:
             raise ValueError(f"{owner}: {label} has unknown key(s) {unknown}; known keys: {sorted(known - {'params'})}")
 
+    def _group_values(self, group: dict[str, Any], index: int) -> dict[str, Any]:
+        """The group's per-group values, validated (a missing key takes the constructor's value)."""
+        owner, label = type(self).__name__, f"param_groups[{index}]"
+        return {h.name: h.check(group.get(h.name, getattr(self.hp, h.name)), owner, f"{label}[{h.name!r}]")
+                for h in self._group_hyperparameters()}
+
     def _checked_group_values(self, groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Every group's per-group values, validated (a missing key takes the constructor's value)."""
-        owner = type(self).__name__
-        return [{h.name: h.check(group.get(h.name, getattr(self.hp, h.name)), owner, f"param_groups[{i}][{h.name!r}]")
-                 for h in self._group_hyperparameters()} for i, group in enumerate(groups)]
+        return [self._group_values(group, i) for i, group in enumerate(groups)]
 
     def _check_groups(self) -> None:
         """Validate the per-group values (schedulers may have written them) before anything changes."""
@@ -262,12 +268,9 @@ class SharpnessAware(torch.optim.Optimizer):
         if not getattr(self, "_groups_shared", False):
             super().add_param_group(param_group)
             return
-        label = f"param_groups[{len(self.param_groups)}]"
-        self._check_group_keys(param_group, label)
-        owner = type(self).__name__
-        values = {h.name: h.check(param_group.get(h.name, getattr(self.hp, h.name)), owner, f"{label}[{h.name!r}]")
-                  for h in self._group_hyperparameters()}
-        self.base.add_param_group({**param_group, **values})
+        index = len(self.param_groups)
+        self._check_group_keys(param_group, f"param_groups[{index}]")
+        self.base.add_param_group({**param_group, **self._group_values(param_group, index)})
 
     # ----------------------------------------------------------------- closure helpers
     def backward(self, loss: Tensor) -> None:
@@ -538,7 +541,7 @@ class SharpnessAware(torch.optim.Optimizer):
             p = params[int(i)]
             self.state[p] = {k: v.to(device=p.device, dtype=p.dtype) if isinstance(v, Tensor) else v
                              for k, v in entries.items()}
-        self.counters = {"updates": 0, "skipped": 0, **self._initial_counters(), **sam["counters"]}
+        self.counters = {**self._fresh_counters(), **sam["counters"]}
         self.scalars = {**self._initial_scalars(), **sam["scalars"]}
 
     def zero_grad(self, set_to_none: bool = True) -> None:

@@ -60,7 +60,7 @@ class WSAM(_KeepsFirstGradient):
                 p.grad = g
             return True
         for span in ctx.spans:
-            weight = span.hp["gamma"] / (1.0 - span.hp["gamma"])
+            weight = _sharpness_weight(span.hp["gamma"])
             torch._foreach_mul_(span.of(grads), weight)
             torch._foreach_add_(span.of(grads), span.of(g0), alpha=1.0 - weight)
         return True
@@ -72,9 +72,13 @@ class WSAM(_KeepsFirstGradient):
         if self.distributed is not None and self.distributed.local_ascent:
             self.distributed.mean_(sharpness)
         for group, span in ctx.groups:
-            weight = span.hp["gamma"] / (1.0 - span.hp["gamma"])
             torch._foreach_add_(span.of(ctx.params), span.of(sharpness),
-                                alpha=-float(group["lr"]) * weight / ctx.loss_scale)
+                                alpha=-float(group["lr"]) * _sharpness_weight(span.hp["gamma"]) / ctx.loss_scale)
+
+
+def _sharpness_weight(gamma: float) -> float:
+    """WSAM's weight of the sharpness term, γ/(1 − γ)."""
+    return gamma / (1.0 - gamma)
 
 
 @register
