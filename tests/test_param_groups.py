@@ -19,6 +19,11 @@ def per_element(values: list[float]) -> torch.Tensor:
     return torch.cat([torch.full((n,), float(v), dtype=torch.float64) for n, v in zip(SIZES, values)])
 
 
+def per_layer(first: float, second: float) -> torch.Tensor:
+    """``first`` on the first layer's weight and bias, ``second`` on the second layer's."""
+    return per_element([first, first, second, second])
+
+
 def two_layer_groups(model: nn.Module, first: dict, second: dict) -> list[dict]:
     return [{"params": list(model[0].parameters()), **first}, {"params": list(model[2].parameters()), **second}]
 
@@ -56,7 +61,7 @@ def test_rho_per_group_scales_each_group_with_the_global_norm():
     opt = sam_plugins.create("sam", two_layer_groups(model, {"rho": 0.1}, {"rho": 0.4}), lr=0.1)
     step_once(opt, model, x, y)
     g = grad_at(theta, x, y)
-    eps = per_element([0.1, 0.1, 0.4, 0.4]) * unit(g)
+    eps = per_layer(0.1, 0.4) * unit(g)
     expected = sgd_point(theta, grad_at(theta + eps, x, y), 0.1)
     torch.testing.assert_close(flat(model), expected, rtol=1e-10, atol=1e-12)
     assert [g["rho"] for g in opt.param_groups] == [0.1, 0.4]
@@ -90,7 +95,7 @@ def test_fsam_sigma_and_lambda_per_group():
     model = make_model()
     groups = two_layer_groups(model, {"sigma": sigmas[0], "lam": lams[0]}, {"sigma": sigmas[1], "lam": lams[1]})
     opt = sam_plugins.create("fsam", groups, lr=0.1, rho=rho)
-    sigma, lam = per_element([sigmas[0]] * 2 + [sigmas[1]] * 2), per_element([lams[0]] * 2 + [lams[1]] * 2)
+    sigma, lam = per_layer(*sigmas), per_layer(*lams)
     theta, ema = flat(model), None
     for _ in range(3):
         g = grad_at(theta, x, y)
@@ -110,8 +115,7 @@ def test_decoupled_wsam_uses_each_groups_lr_and_gamma():
     opt = sam_plugins.create("wsam", groups, lr=0.1, rho=rho)
     theta = flat(model)
     step_once(opt, model, x, y)
-    weight = per_element([gammas[0] / (1 - gammas[0])] * 2 + [gammas[1] / (1 - gammas[1])] * 2)
-    lr = per_element([lrs[0]] * 2 + [lrs[1]] * 2)
+    weight, lr = per_layer(*(gamma / (1 - gamma) for gamma in gammas)), per_layer(*lrs)
     g0 = grad_at(theta, x, y)
     g1 = grad_at(theta + rho * unit(g0), x, y)
     expected = theta - lr * g0 - lr * weight * (g1 - g0)
