@@ -9,6 +9,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+BUCKET_BYTES = 32 * 2**20
+
 
 @dataclass
 class Distributed:
@@ -27,13 +29,32 @@ class Distributed:
         return dist.get_world_size(self.group)
 
     def mean_(self, tensors: list[Tensor]) -> None:
-        """Average tensors across ranks in place."""
-        works = [dist.all_reduce(t, group=self.group, async_op=True) for t in tensors]
-        for w in works:
-            w.wait()
-        torch._foreach_div_(tensors, float(self.world_size()))
+        """Average tensors across ranks in place: flattened into buckets of one dtype and device (at most
+        ``BUCKET_BYTES`` each unless one tensor is larger), one blocking all-reduce per bucket, as DDP does."""
+        for bucket in _buckets(tensors):
+            flat = torch.cat([t.reshape(-1) for t in bucket])
+            dist.all_reduce(flat, group=self.group)
+            flat.div_(self.world_size())
+            pieces = flat.split([t.numel() for t in bucket])
+            torch._foreach_copy_(bucket, [piece.view_as(t) for piece, t in zip(pieces, bucket)])
 
     def mean(self, values: Tensor) -> Tensor:
         values = values.clone()
         self.mean_([values])
         return values
+
+
+def _buckets(tensors: list[Tensor]) -> list[list[Tensor]]:
+    """Consecutive runs of tensors of one dtype and device, cut where a run would pass ``BUCKET_BYTES``;
+    every rank holds the same tensors in the same order, so every rank cuts the same buckets."""
+    buckets: list[list[Tensor]] = []
+    size = 0
+    for t in tensors:
+        nbytes = t.numel() * t.element_size()
+        last = buckets[-1][-1] if buckets else None
+        if last is None or (last.dtype, last.device) != (t.dtype, t.device) or size + nbytes > BUCKET_BYTES:
+            buckets.append([])
+            size = 0
+        buckets[-1].append(t)
+        size += nbytes
+    return buckets

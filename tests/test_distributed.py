@@ -27,6 +27,10 @@ def worker(rank: int, port: int, mode: str, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=WORLD, timeout=datetime.timedelta(seconds=120))
     torch.set_num_threads(1)
+    if mode == "buckets":
+        reduce_buckets(rank, out)
+        dist.destroy_process_group()
+        return
     model = make_model()
     ddp = DistributedDataParallel(model)
     xs, ys = shards()
@@ -48,8 +52,27 @@ def worker(rank: int, port: int, mode: str, out: str) -> None:
     dist.destroy_process_group()
 
 
+def bucket_inputs(rank: int) -> list[torch.Tensor]:
+    """Mixed dtypes (a bucket cannot mix them), a transposed (non-contiguous) tensor, a scalar."""
+    g = torch.Generator().manual_seed(11 + rank)
+    return [torch.randn(5, 3, generator=g, dtype=torch.float64), torch.randn(4, generator=g),
+            torch.randn(3, 6, generator=g).t(), torch.randn((), generator=g, dtype=torch.float64),
+            torch.randn(7, generator=g, dtype=torch.float64)]
+
+
+def reduce_buckets(rank: int, out: str) -> None:
+    import sam_plugins.distributed as module
+
+    module.BUCKET_BYTES = 64  # 8 doubles: the 5×3 tensor is a bucket of its own, the last two share one
+    tensors = bucket_inputs(rank)
+    storages = [t.data_ptr() for t in tensors]
+    sam_plugins.Distributed().mean_(tensors)
+    assert [t.data_ptr() for t in tensors] == storages
+    torch.save({"tensors": tensors, "buckets": [len(b) for b in module._buckets(tensors)]}, f"{out}/rank{rank}.pt")
+
+
 def run(mode: str, tmp_path) -> list[dict]:
-    port = 29500 + os.getpid() % 1000 + (0 if mode == "local" else 1000)
+    port = 29500 + os.getpid() % 1000 + {"local": 0, "synced": 1000, "buckets": 2000}[mode]
     mp.spawn(worker, args=(port, mode, str(tmp_path)), nprocs=WORLD, join=True)
     return [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
 
@@ -83,3 +106,13 @@ def test_local_ascent_averages_per_replica_sam_directions(tmp_path):
         directions = [ascend(theta, xs[r], ys[r], 0.3, 1)[1][-1] for r in range(WORLD)]
         theta = theta - LR * sum(directions) / WORLD
     torch.testing.assert_close(results[0]["params"], theta, rtol=1e-10, atol=1e-12)
+
+
+def test_mean_averages_in_place_across_buckets_of_one_dtype(tmp_path):
+    results = run("buckets", tmp_path)
+    assert results[0]["buckets"] == [1, 1, 1, 2]
+    expected = [(a + b) / 2 for a, b in zip(bucket_inputs(0), bucket_inputs(1))]
+    for result in results:
+        for got, want in zip(result["tensors"], expected, strict=True):
+            assert got.dtype == want.dtype and got.shape == want.shape
+            torch.testing.assert_close(got, want, rtol=0, atol=1e-6 if want.dtype == torch.float32 else 1e-15)

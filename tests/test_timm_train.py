@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -41,10 +44,28 @@ def train(digits, out, *args, check=True, aug=False, launcher=(sys.executable,))
                "10", "--img-size", "16", "-b", "64", "--workers", "0", "--warmup-epochs", "0",
                *([] if aug else ["--no-aug"]),
                "--log-interval", "100", "--output", str(out), "--experiment", "run", *args]
-    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=900)
+    result = run_with_tracebacks_on_timeout(command)
     if check and result.returncode != 0:
         raise AssertionError(result.stdout[-2000:] + result.stderr[-4000:])
     return result
+
+
+def run_with_tracebacks_on_timeout(command, timeout=600):
+    """Run a command in its own process group; past ``timeout``, SIGABRT the whole group so every Python
+    process (torchrun's workers too) prints where each thread is stuck, and fail with that output."""
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                               start_new_session=True, env={**os.environ, "PYTHONFAULTHANDLER": "1"})
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGABRT)
+        try:
+            stdout, stderr = process.communicate(timeout=30)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+        raise AssertionError(f"timed out after {timeout} s: {command}\n{stdout[-3000:]}\n{stderr[-20000:]}") from None
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
 
 
 def summary(out):
