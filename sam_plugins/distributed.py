@@ -38,6 +38,13 @@ class Distributed:
             pieces = flat.split([t.numel() for t in bucket])
             torch._foreach_copy_(bucket, [piece.view_as(t) for piece, t in zip(pieces, bucket)])
 
+    def all_finite(self, *values: Tensor) -> Tensor:
+        """1.0 where every value is finite on every rank, else 0.0 (a device tensor, no host sync): ranks
+        must agree to skip an update, or one waits forever in a collective the others never join."""
+        flag = torch.stack([v.detach().float().reshape(()) for v in values]).isfinite().all().float()
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN, group=self.group)
+        return flag
+
     def mean(self, values: Tensor) -> Tensor:
         values = values.clone()
         self.mean_([values])

@@ -405,11 +405,21 @@ class SharpnessAware(torch.optim.Optimizer):
         return loss.detach()
 
     def _measure(self, ctx: Update, loss: Tensor) -> bool:
-        """Record the loss and gradient norm of the latest pass; False if either is not finite."""
-        loss_value, norm = to_host(loss, global_norm(ctx.grads()))
+        """Record the loss and gradient norm of the latest pass; False if either is not finite (on any
+        replica, when distributed)."""
+        loss_value, norm, finite = self._to_host_checked(loss, global_norm(ctx.grads()))
         ctx.losses.append(loss_value)
         ctx.norms.append(norm)
-        return math.isfinite(loss_value) and math.isfinite(norm)
+        return finite
+
+    def _to_host_checked(self, loss: Tensor, norm: Tensor) -> tuple[float, float, bool]:
+        """Both values on the host, and whether both are finite here and, when distributed, on every
+        replica: ranks must skip together (one host sync either way)."""
+        if self.distributed is None:
+            loss_value, norm_value = to_host(loss, norm)
+            return loss_value, norm_value, math.isfinite(loss_value) and math.isfinite(norm_value)
+        loss_value, norm_value, flag = to_host(loss, norm, self.distributed.all_finite(loss, norm))
+        return loss_value, norm_value, flag == 1.0
 
     def _ascend(self, ctx: Update, i: int) -> None:
         """ϑ_{i+1} = ϑ_i + ρ_g/k · e/‖e‖ (ASAM groups: ρ_g/k · T²e/‖Te‖, T = |w| + η_g, T = 1 in the other

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import math
 import os
 
 import torch
@@ -35,20 +36,25 @@ def worker(rank: int, port: int, mode: str, out: str) -> None:
     ddp = DistributedDataParallel(model)
     xs, ys = shards()
     x, y = xs[rank], ys[rank]
-    local = mode == "local"
+    local = mode in ("local", "skip")
     variant = "sam" if local else "xsam"
     opt = sam_plugins.create(variant, model.parameters(), lr=LR, rho=0.3,
                              distributed=sam_plugins.Distributed(local_ascent=local))
+    passes = []
 
     def closure():
         with opt.no_sync(ddp):
             loss = ((ddp(x) - y) ** 2).mean()
             opt.backward(loss)
+        passes.append(None)
+        if mode == "skip" and rank == 1 and len(passes) == 4:  # update 2's perturbed pass, on one replica
+            return loss * math.inf
         return loss
 
     for _ in range(3):
         opt.step(closure)
-    torch.save({"params": flat(model), "alpha": opt.scalars.get("alpha")}, f"{out}/rank{rank}.pt")
+    torch.save({"params": flat(model), "alpha": opt.scalars.get("alpha"), "counters": dict(opt.counters)},
+               f"{out}/rank{rank}.pt")
     dist.destroy_process_group()
 
 
@@ -72,7 +78,7 @@ def reduce_buckets(rank: int, out: str) -> None:
 
 
 def run(mode: str, tmp_path) -> list[dict]:
-    port = 29500 + os.getpid() % 1000 + {"local": 0, "synced": 1000, "buckets": 2000}[mode]
+    port = 29500 + os.getpid() % 1000 + {"local": 0, "synced": 1000, "buckets": 2000, "skip": 3000}[mode]
     mp.spawn(worker, args=(port, mode, str(tmp_path)), nprocs=WORLD, join=True)
     return [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
 
@@ -116,3 +122,18 @@ def test_mean_averages_in_place_across_buckets_of_one_dtype(tmp_path):
         for got, want in zip(result["tensors"], expected, strict=True):
             assert got.dtype == want.dtype and got.shape == want.shape
             torch.testing.assert_close(got, want, rtol=0, atol=1e-6 if want.dtype == torch.float32 else 1e-15)
+
+
+def test_a_pass_non_finite_on_one_replica_skips_the_update_on_every_replica(tmp_path):
+    """Per-replica ascent: rank 1's perturbed loss of update 2 is infinite. Both ranks skip update 2
+    together (a lone skip would leave the other rank waiting in the final all-reduce) and end equal to
+    two per-replica SAM updates from the start."""
+    results = run("skip", tmp_path)
+    assert [r["counters"] for r in results] == [{"updates": 2, "skipped": 1}] * 2
+    xs, ys = shards()
+    theta = flat(make_model())
+    for _ in range(2):
+        directions = [ascend(theta, xs[r], ys[r], 0.3, 1)[1][-1] for r in range(WORLD)]
+        theta = theta - LR * sum(directions) / WORLD
+    for result in results:
+        torch.testing.assert_close(result["params"], theta, rtol=1e-10, atol=1e-12)

@@ -9,7 +9,6 @@ The update direction is the unit perturbed gradient ĝ = g_k/‖g_k‖ corrected
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -18,7 +17,7 @@ from torch import Tensor
 from ..engine import COMMON, SharpnessAware, Update
 from ..hyper import Hyper
 from ..registry import register
-from ..tensors import global_norm, polarized_cosine_, to_host
+from ..tensors import global_norm, polarized_cosine_
 
 
 @register
@@ -53,8 +52,8 @@ class EVSAM(SharpnessAware):
             torch._foreach_add_(ctx.params, vec, alpha=self.hp.eig_eps)
             loss = self._gradient_pass(ctx)
             product = torch._foreach_sub(ctx.grads(), g0)
-            norm, loss_value = to_host(global_norm(product), loss)
-            if not (math.isfinite(norm) and math.isfinite(loss_value)):
+            _, norm, finite = self._to_host_checked(loss, global_norm(product))
+            if not finite:
                 return False
             if norm == 0:
                 break
