@@ -187,8 +187,9 @@ class SharpnessAware(torch.optim.Optimizer):
         self.grad_scaler = grad_scaler
         self.distributed = distributed
         self.counters = self._fresh_counters()
-        self.scalars: dict[str, Any] = self._initial_scalars()
+        self.scalars: dict[str, Any] = self._fresh_scalars()
         self.stats: dict[str, float] = {}
+        self.last_skip: str | None = None
         self._backup: list[Tensor] = []
         self._bn_saved: list[Tensor] = []
         self._probing = False
@@ -202,6 +203,9 @@ class SharpnessAware(torch.optim.Optimizer):
     def _initial_scalars(self) -> dict[str, Any]:
         """Variant scalars kept across updates and saved in ``state_dict`` (α*, pending probes…)."""
         return {}
+
+    def _fresh_scalars(self) -> dict[str, Any]:
+        return {"epoch": None, **self._initial_scalars()}
 
     def _initial_counters(self) -> dict[str, int]:
         """Variant counters beside ``updates`` and ``skipped`` (XSAM's probes and edge hits)."""
@@ -227,8 +231,18 @@ class SharpnessAware(torch.optim.Optimizer):
     def _after_base_step(self, ctx: Update) -> None:
         pass
 
-    def begin_epoch(self) -> None:
-        """Called by training loops at the start of each epoch (XSAM probes then)."""
+    def _epoch_started(self) -> None:
+        """A new epoch begins (XSAM probes on its first update)."""
+
+    def begin_epoch(self, epoch: int | None = None) -> None:
+        """Call at the start of each epoch. Given the epoch's number, a repeated call for the epoch under
+        way (a training loop resuming mid-epoch from a checkpoint calls it again) changes nothing, so a
+        resumed run makes exactly the probes of an uninterrupted one."""
+        if epoch is not None:
+            if self.scalars["epoch"] == epoch:
+                return
+            self.scalars["epoch"] = epoch
+        self._epoch_started()
 
     # ----------------------------------------------------------------- param groups
     def _group_hyperparameters(self) -> tuple[Hyper, ...]:
@@ -476,9 +490,15 @@ class SharpnessAware(torch.optim.Optimizer):
         ctx.rng.finish()
 
     def _skip(self, ctx: Update, loss0: Tensor) -> Tensor:
-        """A non-finite pass: no base step, no state change; an AMP scaler is told so it backs off."""
+        """A non-finite pass: no base step, no state change; an AMP scaler is told so it backs off.
+        ``last_skip`` says which pass it was, for training loops to report."""
         self.counters["skipped"] += 1
         self.stats = {"skipped": 1.0}
+        i = len(ctx.losses) - 1
+        failed = ctx.notes.get("failed_pass") or ("pass 0 (the gradient at θ)" if i == 0 else
+                                                  f"pass {i} of {self.hp.steps} (the gradient at ϑ_{i})")
+        where = " on at least one replica" if self.distributed is not None else ""
+        self.last_skip = f"{failed} had a non-finite loss or gradient{where}"
         if self.grad_scaler is not None and ctx.params:
             ctx.params[0].grad = torch.full_like(ctx.params[0], float("nan"))
             self.grad_scaler.unscale_(self.base)
@@ -528,6 +548,7 @@ class SharpnessAware(torch.optim.Optimizer):
         index = {id(p): i for i, p in enumerate(self._ordered_params())}
         state["sam"] = {
             "variant": self.name,
+            "base": self._base_name(),
             "counters": dict(self.counters),
             "scalars": dict(self.scalars),
             "state": {index[id(p)]: dict(s) for p, s in self.state.items() if s and id(p) in index},
@@ -541,6 +562,10 @@ class SharpnessAware(torch.optim.Optimizer):
             found = None if sam is None else sam.get("variant")
             raise ValueError(f"{type(self).__name__}.load_state_dict: expected a state dict of variant "
                              f"{self.name!r}, got {found!r}")
+        if sam.get("base", self._base_name()) != self._base_name():
+            raise ValueError(f"{type(self).__name__}.load_state_dict: the state dict was saved with base optimizer "
+                             f"{sam['base']}, this optimizer's base is {self._base_name()}; the base's state "
+                             "(momentum buffers, Adam moments) does not carry over to another base")
         self._checked_group_values(state_dict["param_groups"])
         self.base.load_state_dict(state_dict)
         self.param_groups = self.base.param_groups
@@ -552,7 +577,11 @@ class SharpnessAware(torch.optim.Optimizer):
             self.state[p] = {k: v.to(device=p.device, dtype=p.dtype) if isinstance(v, Tensor) else v
                              for k, v in entries.items()}
         self.counters = {**self._fresh_counters(), **sam["counters"]}
-        self.scalars = {**self._initial_scalars(), **sam["scalars"]}
+        self.scalars = {**self._fresh_scalars(), **sam["scalars"]}
+
+    def _base_name(self) -> str:
+        cls = type(self.base)
+        return f"{cls.__module__}.{cls.__qualname__}"
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         self.base.zero_grad(set_to_none=set_to_none)

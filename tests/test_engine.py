@@ -73,6 +73,9 @@ def test_non_finite_pass_skips_without_changing_anything(name, bad_call, bad_val
     torch.save(after, buffer)
     assert buffer.getvalue() == state
     assert opt.stats["skipped"] == 1.0
+    expected = {1: "pass 0 (the gradient at θ)", 2: "pass 1 of 2 (the gradient at ϑ_1)",
+                3: "pass 2 of 2 (the gradient at ϑ_2)"}[bad_call]
+    assert opt.last_skip == f"{expected} had a non-finite loss or gradient"
     opt.step(mse_closure(opt, model, x, y))
     assert (opt.counters["updates"], opt.counters["skipped"]) == (2, 1)
 
@@ -249,7 +252,7 @@ def test_all_probe_losses_non_finite_keeps_alpha_and_probes_again():
     model = make_model()
     opt = sam_plugins.create("xsam", model.parameters(), lr=0.1, alpha=0.8)
     opt.step(mse_closure(opt, model, x, y, poison={n: float("nan") for n in range(3, 24)}))
-    assert opt.scalars == {"alpha": 0.8, "probe_pending": True, "upper_edge_streak": 0}
+    assert opt.scalars == {"epoch": None, "alpha": 0.8, "probe_pending": True, "upper_edge_streak": 0}
     assert opt.counters["probes"] == 0 and not opt.probe_history
     opt.step(mse_closure(opt, model, x, y))
     assert opt.scalars["probe_pending"] is False
@@ -461,14 +464,17 @@ def test_param_groups_are_shared_with_the_base_and_schedulers_work():
     assert opt.base.param_groups[0]["weight_decay"] == 0.05
 
 
-@pytest.mark.parametrize(("name", "bad_call"), [("evsam", 7), ("fsam", 2), ("xsam", 2)])
-def test_skipped_first_update_stages_no_variant_state(name, bad_call):
+@pytest.mark.parametrize(("name", "bad_call", "failed"), [
+    ("evsam", 3, "Hessian power iteration 2 of 5"), ("evsam", 7, "pass 1 of 1 (the gradient at ϑ_1)"),
+    ("fsam", 2, "pass 1 of 1 (the gradient at ϑ_1)"), ("xsam", 2, "pass 1 of 1 (the gradient at ϑ_1)")])
+def test_skipped_first_update_stages_no_variant_state(name, bad_call, failed):
     """State computed before a failing pass (evsam's eigenvector, F-SAM's EMA) is not committed."""
     model = make_model()
     x, y = make_data()
     opt = sam_plugins.create(name, model.parameters(), lr=0.1)
     fresh = snapshot(opt)
     opt.step(mse_closure(opt, model, x, y, poison={bad_call: float("nan")}))
+    assert opt.last_skip == f"{failed} had a non-finite loss or gradient"
     assert (opt.counters["updates"], opt.counters["skipped"]) == (0, 1)
     opt.counters["skipped"] = 0
     assert snapshot(opt) == fresh
@@ -559,3 +565,35 @@ def test_operation_count_grows_with_a_per_parameter_loop():
     """The check above can fail: torch's for-loop SGD (foreach=False) as the base adds operations per tensor."""
     few, many = (_operations_per_two_updates("sam", chunks, {}, foreach=False) for chunks in (2, 8))
     assert many - few >= 2 * 6  # two updates, six more parameter tensors
+
+
+def test_begin_epoch_with_the_epoch_under_way_changes_nothing():
+    """A loop resuming mid-epoch calls begin_epoch again for that epoch: XSAM must not probe again."""
+    model = make_model()
+    x, y = make_data()
+    opt = sam_plugins.create("xsam", model.parameters(), lr=0.1)
+    opt.begin_epoch(1)
+    opt.step(mse_closure(opt, model, x, y))
+    saved = opt.state_dict()
+    resumed = sam_plugins.create("xsam", make_model().parameters(), lr=0.1)
+    resumed.load_state_dict(saved)
+    resumed.begin_epoch(1)
+    assert resumed.scalars == opt.scalars and not resumed.scalars["probe_pending"]
+    resumed.begin_epoch(2)
+    assert resumed.scalars["probe_pending"] and resumed.scalars["epoch"] == 2
+    opt.begin_epoch()
+    assert opt.scalars["probe_pending"] and opt.scalars["epoch"] == 1
+
+
+@pytest.mark.parametrize(("saved", "loading"), [("sgd", "adamw"), ("adamw", "sgd"), ("sgd", "adam")])
+def test_loading_the_state_of_another_base_is_refused_before_anything_changes(saved, loading):
+    model = make_model()
+    x, y = make_data()
+    opt = sam_plugins.create("sam", model.parameters(), base=saved, lr=0.1)
+    opt.step(mse_closure(opt, model, x, y))
+    other = sam_plugins.create("sam", make_model().parameters(), base=loading, lr=0.1)
+    fresh = snapshot(other)
+    with pytest.raises(ValueError, match=rf"saved with base optimizer torch\.optim\.\w+\.{type(opt.base).__name__}, "
+                                         rf"this optimizer's base is torch\.optim\.\w+\.{type(other.base).__name__};"):
+        other.load_state_dict(opt.state_dict())
+    assert snapshot(other) == fresh

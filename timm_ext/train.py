@@ -233,7 +233,7 @@ def train_one_epoch(epoch: int, model: nn.Module, loader: Any, optimizer: torch.
     model.train()
     is_sam = isinstance(optimizer, SharpnessAware)
     if is_sam:
-        optimizer.begin_epoch()
+        optimizer.begin_epoch(epoch)
     if mixup is not None and args.mixup_off_epoch and epoch >= args.mixup_off_epoch:
         mixup.mixup_enabled = False
     shown = ("alpha", "sharpness") if is_sam else ()

@@ -47,13 +47,14 @@ class EVSAM(SharpnessAware):
             return True
         g0 = self._keep_grads(ctx, "g0")
         vec = self._random_unit(ctx) if missing or not self.hp.eig_warm_start else current
-        for _ in range(self.hp.eig_iters):
+        for j in range(self.hp.eig_iters):
             torch._foreach_copy_(ctx.params, self._backup)
             torch._foreach_add_(ctx.params, vec, alpha=self.hp.eig_eps)
             loss = self._gradient_pass(ctx)
             product = torch._foreach_sub(ctx.grads(), g0)
             _, norm, finite = self._to_host_checked(loss, global_norm(product))
             if not finite:
+                ctx.notes["failed_pass"] = f"Hessian power iteration {j + 1} of {self.hp.eig_iters}"
                 return False
             if norm == 0:
                 break

@@ -117,7 +117,7 @@ class XSAM(SharpnessAware):
     def _initial_counters(self) -> dict[str, int]:
         return {"probes": 0, "upper_edge_probes": 0, "lower_edge_probes": 0}
 
-    def begin_epoch(self) -> None:
+    def _epoch_started(self) -> None:
         """Probe α* on the next update (the official code probes on each epoch's first batch)."""
         self.scalars["probe_pending"] = True
 
