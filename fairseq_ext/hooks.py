@@ -10,22 +10,35 @@ precision wrapper, so loss scaling and fp16 master weights stay fairseq's own.
 During ``train_step`` the trainer's optimizer records what the replays need: the sample-size factor
 (``multiply_grads``), the clip norm (clipping then applies to the final direction only), the first
 pass's loss; and its ``backward`` becomes a no-op during forward-only probes.
+
+A skipped update (a non-finite pass) ends ``train_step`` as fairseq's own fp16 overflow does: not
+counted, so ``num_updates``, the lr schedule, EMA and ``--max-update`` do not advance, and nothing
+of it is logged but one warning line and ``sam_skipped``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterator
 from typing import Any
 
 import torch
 from fairseq import metrics
-from fairseq.optim.amp_optimizer import AMPOptimizer
 from fairseq.optim.fp16_optimizer import FP16Optimizer, MemoryEfficientFP16Optimizer
 from fairseq.tasks.fairseq_task import FairseqTask
 from fairseq.trainer import Trainer
 
 from .optimizer import FairseqSAM
+
+logger = logging.getLogger(__name__)
+
+AVERAGED = ("alpha", "psi", "sharpness", "rho", "eig_cosine")
+SUMMED = {"probed": "probes", "upper_edge": "upper_edge_probes"}
+
+
+class SkippedUpdate(Exception):
+    """Raised out of ``task.optimizer_step`` past fairseq's handlers, ends ``train_step`` uncounted."""
 
 
 def sam_of(optimizer: Any) -> FairseqSAM | None:
@@ -40,9 +53,6 @@ class Precision:
     (``--fp16``, flat or not) or fp16 in place (``--memory-efficient-fp16``)."""
 
     def __init__(self, wrapper: Any, sam: FairseqSAM) -> None:
-        if isinstance(wrapper, AMPOptimizer):
-            raise ValueError(f"--optimizer {sam.variant.name} does not support --amp: fairseq's AMPOptimizer "
-                             "divides the gradients by the loss scale twice and cannot replay passes; use --fp16")
         self.wrapper, self.sam = wrapper, sam
         self.masters = isinstance(wrapper, FP16Optimizer)
         self.scaled = isinstance(wrapper, (FP16Optimizer, MemoryEfficientFP16Optimizer))
@@ -72,17 +82,22 @@ class Precision:
             self.wrapper._sync_fp16_grads_to_fp32()
         self.sam.multiply_grads(factor / self.loss_scale if self.scaled else factor)
 
-    def finish(self, skipped: bool) -> None:
+    def finish(self, skipped: bool) -> str:
+        """fp16 copies of the new masters; the loss scaler backs off after a skip (what it says is
+        returned) or counts a good update."""
         if self.masters:
             self.wrapper._sync_fp32_params_to_fp16()
         scaler = getattr(self.wrapper, "scaler", None)
         if scaler is None:
-            return
-        if skipped:
-            with contextlib.suppress(OverflowError):
-                scaler.check_overflow(float("inf"))
-        else:
+            return ""
+        if not skipped:
             scaler.update()
+            return ""
+        try:
+            scaler.check_overflow(float("inf"))
+        except OverflowError as backoff:
+            return f"; {backoff}"
+        return ""
 
 
 @contextlib.contextmanager
@@ -138,10 +153,21 @@ def replay_closure(trainer: Trainer, samples: list[Any], precision: Precision, u
     return closure
 
 
-def log_stats(stats: dict[str, float]) -> None:
-    for key in ("alpha", "psi", "sharpness", "rho", "skipped"):
-        if key in stats:
-            metrics.log_scalar(f"sam_{key}", stats[key], weight=0, round=4, priority=900)
+def log_stats(sam: FairseqSAM) -> None:
+    """The update's statistics, averaged over replicas: means over the log interval, except the counts
+    (``sam_skipped``, ``sam_probes``, ``sam_upper_edge_probes``), which are summed."""
+    stats = sam.core.stats
+    keys = sorted(k for k in stats if k in AVERAGED or k in SUMMED)
+    values = [stats[k] for k in keys]
+    if sam.core.distributed is not None and keys:
+        device = sam.core.param_groups[0]["params"][0].device
+        values = sam.core.distributed.mean(torch.tensor(values, dtype=torch.float64, device=device)).tolist()
+    for key, value in zip(keys, values):
+        if key in SUMMED:
+            metrics.log_scalar_sum(f"sam_{SUMMED[key]}", value, priority=900)
+        else:
+            metrics.log_scalar(f"sam_{key}", value, weight=1, round=4, priority=900)
+    metrics.log_scalar_sum("sam_skipped", 0, priority=900)
 
 
 _current: dict[str, Any] = {}
@@ -158,6 +184,15 @@ def train_step(self: Trainer, samples: list[Any], raise_oom: bool = False) -> An
     try:
         with recording(self.optimizer, sam):
             return _original_train_step(self, samples, raise_oom)
+    except SkippedUpdate as skip:
+        logger.warning(str(skip))
+        self.zero_grad()
+        with metrics.aggregate("train"):
+            metrics.log_scalar_sum("sam_skipped", 1, priority=900)
+            if self.cfg.common.fp16:
+                metrics.log_scalar("loss_scale", self.optimizer.scaler.loss_scale, priority=700, round=4, weight=0)
+            metrics.log_stop_time("train_wall")
+        return None
     finally:
         _current.clear()
 
@@ -166,7 +201,7 @@ def begin_epoch(self: Trainer, epoch: int) -> None:
     _original_begin_epoch(self, epoch)
     sam = sam_of(self.optimizer)
     if sam is not None:
-        sam.core.begin_epoch()
+        sam.core.begin_epoch(epoch)
 
 
 def optimizer_step(self: FairseqTask, optimizer: Any, model: Any, update_num: int) -> None:
@@ -182,8 +217,13 @@ def optimizer_step(self: FairseqTask, optimizer: Any, model: Any, update_num: in
     first_loss = torch.as_tensor(sam.first_loss).float() * sam.grad_factor
     closure = replay_closure(_current["trainer"], _current["samples"], precision, update_num)
     sam.core.step(closure, loss=first_loss)
-    precision.finish(skipped=bool(sam.core.stats.get("skipped")))
-    log_stats(sam.core.stats)
+    skipped = bool(sam.core.stats.get("skipped"))
+    backoff = precision.finish(skipped)
+    if skipped:
+        raise SkippedUpdate(f"{sam.variant.name}: skipped update {update_num + 1} ({sam.core.counters['skipped']} "
+                            f"skipped so far): {sam.core.last_skip}; weights and optimizer state unchanged, "
+                            f"the update is not counted{backoff}")
+    log_stats(sam)
     return None
 
 

@@ -29,9 +29,9 @@ BASES = ("adam", "sgd", "nag")
 
 def flag_field(h: Hyper) -> tuple[str, Any, Any]:
     """The dataclass field of a core hyperparameter, named by the rule above."""
-    meta = {"help": f"{h.help} ({h.allowed()})"}
+    meta = {"help": f"{h.help} ({h.allowed()}; default: {h.default})"}
     if h.kind is bool and h.default is True:
-        return f"sam_no_{h.name}", bool, field(default=False, metadata={"help": f"turn off: {h.help}"})
+        return f"sam_no_{h.name}", bool, field(default=False, metadata={"help": f"turn off: {h.help} (on by default)"})
     kind = ChoiceEnum(list(h.choices)) if h.choices is not None else h.kind
     return f"sam_{h.name}", kind, field(default=h.default, metadata=meta)
 
@@ -53,6 +53,10 @@ def make_config(cls: type[SharpnessAware]) -> type[FairseqDataclass]:
         ("weight_decay", float, field(default=0.0, metadata={"help": "weight decay (decoupled for adam)"})),
         ("momentum", float, field(default=0.0, metadata={"help": "momentum for the sgd and nag bases"})),
         ("tpu", bool, II("common.tpu")),
+        ("amp", bool, II("common.amp")),
+        ("memory_efficient_fp16", bool, II("common.memory_efficient_fp16")),
+        ("memory_efficient_bf16", bool, II("common.memory_efficient_bf16")),
+        ("ddp_backend", str, II("distributed_training.ddp_backend")),
         ("lr", list[float], II("optimization.lr")),
     ]
     fields += [flag_field(h) for h in cls.hyperparameters]
@@ -83,6 +87,7 @@ class FairseqSAM(FairseqOptimizer):
 
     def __init__(self, cfg: Any, params: Iterable[Any]) -> None:
         super().__init__(cfg)
+        self._refuse_unsupported_setups(cfg)
         hyper = {h.name: flag_value(cfg, h) for h in self.variant.hyperparameters}
         distributed = None
         if distributed_utils.get_data_parallel_world_size() > 1:
@@ -91,10 +96,33 @@ class FairseqSAM(FairseqOptimizer):
             self._optimizer = self.variant(params, base_factory(cfg), distributed=distributed, **hyper)
         except ValueError as err:
             raise ValueError(f"--optimizer {self.variant.name}: {err} (flags are --sam-<name>)") from err
+        if (cfg.memory_efficient_fp16 or cfg.memory_efficient_bf16) and not self.supports_memory_efficient_fp16:
+            raise ValueError(f"--optimizer {self.variant.name} --sam-base {cfg.sam_base} cannot step fp16/bf16 "
+                             f"parameters in place (--memory-efficient-fp16/bf16): {type(self.core.base).__name__} "
+                             "keeps its state in the parameters' precision; use --sam-base adam or nag (fp32 state), "
+                             "or --fp16 (fp32 master weights)")
         self.grad_factor: Any = 1.0
         self.first_loss: torch.Tensor | float = 0.0
         self.clip_norm = 0.0
         self.loss_scale = 1.0
+
+    def _refuse_unsupported_setups(self, cfg: Any) -> None:
+        name = self.variant.name
+        if cfg.amp:
+            raise ValueError(f"--optimizer {name} does not support --amp: fairseq's AMPOptimizer divides the "
+                             "gradients by the loss scale twice and cannot replay passes; use --fp16")
+        if cfg.ddp_backend == "fully_sharded":
+            raise ValueError(f"--optimizer {name} does not support --ddp-backend fully_sharded: each rank holds a "
+                             "shard of the parameters, so the ascent's gradient norm and XSAM's probe plane would be "
+                             "per shard; use --ddp-backend c10d, legacy_ddp or no_c10d")
+
+    def load_state_dict(self, state_dict: dict[str, Any], optimizer_overrides: dict[str, Any] | None = None) -> None:
+        """Refuse optimizer state of another variant or base with fairseq's advice."""
+        try:
+            super().load_state_dict(state_dict, optimizer_overrides)
+        except ValueError as err:
+            raise ValueError(f"--optimizer {self.variant.name} --sam-base {self.cfg.sam_base}: {err}. "
+                             "Add --reset-optimizer to start the optimizer afresh from this checkpoint") from err
 
     @property
     def core(self) -> SharpnessAware:
