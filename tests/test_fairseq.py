@@ -238,6 +238,25 @@ def test_changing_the_base_on_resume_is_refused_with_fairseqs_advice(data_bin, t
     assert "num_updates=2" in reset.stdout
 
 
+def test_sam_metrics_are_means_over_the_log_interval_and_counts_are_sums(data_bin, tmp_path):
+    """The same run logged every update and every second update (logging does not change training):
+    each line of the second shows the mean of the two updates' α*, ψ and sharpness, and the number of
+    probes they made."""
+    args = ["--optimizer", "xsam", "--sam-probe-every", "1", "--max-update", "4", "--dropout", "0"]
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        every, pairs = (pool.submit(train, data_bin, tmp_path / str(n), *args, "--log-interval", str(n))
+                        for n in (1, 2))
+        every, pairs = per_update_log(every.result().stdout), per_update_log(pairs.result().stdout)
+    assert sorted(pairs) == [2, 4]
+    for update in (2, 4):
+        for key in ("sam_alpha", "sam_psi", "sam_sharpness"):
+            mean = (float(every[update - 1][key]) + float(every[update][key])) / 2
+            assert float(pairs[update][key]) == pytest.approx(mean, abs=2e-3), (update, key)
+        assert (pairs[update]["sam_probes"], pairs[update]["sam_skipped"]) == ("2", "0")
+    steps = [abs(float(every[u][k]) - float(every[u - 1][k])) for u in (2, 4) for k in ("sam_alpha", "sam_sharpness")]
+    assert max(steps) > 0.01  # a last-value log would differ from the mean
+
+
 def test_generate_and_sacrebleu(data_bin, tmp_path):
     train(data_bin, tmp_path, "--optimizer", "xsam", "--max-update", "5")
     result = cli("fairseq-generate", str(data_bin), "--user-dir", COMMON[1], "--path",
@@ -254,13 +273,33 @@ def test_generate_and_sacrebleu(data_bin, tmp_path):
     (["--optimizer", "sam", "--sam-base", "lamb"], r"argument --sam-base: invalid choice: 'lamb'"),
     (["--optimizer", "xsam", "--sam-grad-scale", "norm"], r"argument --sam-grad-scale: invalid choice: 'norm'"),
     (["--optimizer", "xsm"], r"argument --optimizer: invalid choice: 'xsm'"),
-    (["--optimizer", "xsam", "--amp"], r"does not support --amp"),
+    (["--optimizer", "xsam", "--amp"], r"ValueError: --optimizer xsam does not support --amp: .* use --fp16"),
+    (["--optimizer", "sam", "--memory-efficient-fp16", "--sam-base", "sgd"],
+     r"ValueError: --optimizer sam --sam-base sgd cannot step fp16/bf16 parameters in place "
+     r"\(--memory-efficient-fp16/bf16\): SGD keeps its state in the parameters' precision; use --sam-base adam"),
 ])
 def test_bad_flags_fail_fast_with_clear_errors(data_bin, tmp_path, args, message):
     result = train(data_bin, tmp_path, *args, "--max-update", "2", check=False)
     assert result.returncode != 0
     assert re.search(message, result.stdout + result.stderr), (result.stdout + result.stderr)[-2000:]
+    assert "begin training epoch" not in result.stdout
     assert not (tmp_path / "checkpoint_last.pt").exists()
+
+
+def test_fully_sharded_data_parallel_is_refused_when_the_optimizer_is_built(data_bin):
+    """Through fairseq's own config parsing and optimizer factory; the CLI stops earlier here because
+    --ddp-backend fully_sharded needs fairscale, which is not installed."""
+    from fairseq import optim, options
+    from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+
+    parser = options.get_training_parser()
+    args = options.parse_args_and_arch(parser, [str(data_bin), *COMMON, "--optimizer", "xsam", "--ddp-backend",
+                                                "fully_sharded"])
+    cfg = convert_namespace_to_omegaconf(args)
+    params = [torch.nn.Parameter(torch.zeros(2))]
+    with pytest.raises(ValueError, match=r"--optimizer xsam does not support --ddp-backend fully_sharded: .* "
+                                         r"use --ddp-backend c10d, legacy_ddp or no_c10d"):
+        optim.build_optimizer(cfg.optimizer, params)
 
 
 def test_help_lists_the_generated_flags(data_bin):
@@ -269,6 +308,15 @@ def test_help_lists_the_generated_flags(data_bin):
     for flag in ("--sam-base", "--sam-rho", "--sam-rho-m", "--sam-alpha-max", "--sam-alpha-step",
                  "--sam-no-probe", "--sam-probe-every", "--sam-grad-scale", "--sam-no-replay-rng"):
         assert flag in text
+
+
+@pytest.mark.parametrize(("name", "flag", "default"), [("xsam", "--sam-rho", "0.15"), ("sam", "--sam-rho", "0.05"),
+                                                       ("msam", "--sam-steps", "2"), ("wsam", "--sam-gamma", "0.9")])
+def test_help_shows_each_variants_own_defaults(data_bin, name, flag, default):
+    text = cli("fairseq-train", str(data_bin), "--user-dir", COMMON[1], "--arch", "transformer", "--optimizer", name,
+               "--help").stdout
+    entry = re.search(rf"^  {flag} \S+\s+(.*?)(?=^  -)", text, re.M | re.S).group(1)
+    assert f"default: {default})" in " ".join(entry.split())
 
 
 def free_port() -> int:
@@ -292,6 +340,11 @@ def test_two_gloo_workers_equal_one_worker_with_twice_the_update_freq(data_bin, 
         runs[1].result()
     words = [re.findall(r"wpb=(\d+)", r.stdout + r.stderr) for r in (single, master)]
     assert words[0] and words[0] == words[1]
+    # Each worker's sharpness is of its own half batch; the logged value is their mean, the global one.
+    lines = [per_update_log(r.stdout) for r in (single, master)]
+    for update in range(1, 6):
+        assert float(lines[1][update]["sam_sharpness"]) == pytest.approx(float(lines[0][update]["sam_sharpness"]),
+                                                                          rel=1e-3, abs=2e-4), update
     one, two = model_weights(tmp_path / "one/checkpoint_last.pt"), model_weights(tmp_path / "two/checkpoint_last.pt")
     for key in one:
         torch.testing.assert_close(two[key], one[key], rtol=1e-6, atol=1e-7)
