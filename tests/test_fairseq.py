@@ -164,6 +164,13 @@ def test_tiny_rho_equals_the_plain_base_optimizer(data_bin, tmp_path):
     plain, sam = model_weights(tmp_path / "adam/checkpoint_last.pt"), model_weights(tmp_path / "sam/checkpoint_last.pt")
     for key in plain:
         torch.testing.assert_close(sam[key], plain[key], rtol=1e-5, atol=1e-6)
+    # On torch >= 2.6 fairseq's loader refuses every checkpoint, plain adam's too (weights_only); the
+    # plugin (--user-dir) is what makes it load.
+    command = [str(data_bin), "--path", str(tmp_path / "adam/checkpoint_last.pt"), "--gen-subset", "test",
+               "--batch-size", "64", "--cpu", "--max-len-b", "5"]
+    without = cli("fairseq-generate", *command, check=False)
+    assert without.returncode != 0 and "weights_only" in without.stdout + without.stderr
+    cli("fairseq-generate", "--user-dir", COMMON[1], *command)
 
 
 def fairseq_train_command(data_bin, save_dir, *args):
@@ -224,18 +231,17 @@ def test_sigkill_mid_epoch_and_restart_continue_bit_identically(data_bin, tmp_pa
         assert sa["counters"]["probes"] == 2  # epoch 1's first update and epoch 2's
 
 
-@pytest.mark.parametrize(("saved", "resumed"), [("adam", "sgd"), ("sgd", "adam"), ("sgd", "nag")])
+@pytest.mark.parametrize(("saved", "resumed"), [("adam", "sgd"), ("sgd", "nag")])
 def test_changing_the_base_on_resume_is_refused_with_fairseqs_advice(data_bin, tmp_path, saved, resumed):
+    """adam → sgd used to crash at the first update (KeyError 'momentum'); sgd → nag trained on with the
+    wrong state."""
     train(data_bin, tmp_path, "--optimizer", "sam", "--sam-base", saved, "--max-update", "1")
     result = train(data_bin, tmp_path, "--optimizer", "sam", "--sam-base", resumed, "--max-update", "2", check=False)
     log = result.stdout + result.stderr
     assert result.returncode != 0
     assert re.search(rf"--optimizer sam --sam-base {resumed}: SAM.load_state_dict: the state dict was saved with "
                      r"base optimizer \S+, this optimizer's base is \S+; .*Add --reset-optimizer", log), log[-2000:]
-    assert "num_updates=2" not in log
-    reset = train(data_bin, tmp_path, "--optimizer", "sam", "--sam-base", resumed, "--max-update", "2",
-                  "--reset-optimizer")
-    assert "num_updates=2" in reset.stdout
+    assert "begin training epoch" not in log
 
 
 def test_sam_metrics_are_means_over_the_log_interval_and_counts_are_sums(data_bin, tmp_path):
@@ -275,16 +281,6 @@ def test_averaged_checkpoints_generate_with_sacrebleu(data_bin, tmp_path):
     result = cli("fairseq-generate", str(data_bin), "--user-dir", COMMON[1], "--path", str(average), "--beam", "5",
                  "--remove-bpe", "--gen-subset", "test", "--batch-size", "64", "--cpu", "--scoring", "sacrebleu")
     assert re.search(r"Generate test with beam=5: BLEU = \d", result.stdout + result.stderr)
-
-
-def test_checkpoints_of_plain_fairseq_optimizers_need_the_plugin_on_recent_torch(data_bin, tmp_path):
-    """On torch >= 2.6 fairseq's loader refuses every checkpoint (weights_only); --user-dir fixes it."""
-    train(data_bin, tmp_path, "--optimizer", "adam", "--max-update", "1")
-    command = [str(data_bin), "--path", str(tmp_path / "checkpoint_last.pt"), "--gen-subset", "test",
-               "--batch-size", "64", "--cpu", "--max-len-b", "5"]
-    without = cli("fairseq-generate", *command, check=False)
-    assert without.returncode != 0 and "weights_only" in without.stdout + without.stderr
-    cli("fairseq-generate", "--user-dir", COMMON[1], *command)
 
 
 @pytest.mark.parametrize(("args", "message"), [
@@ -330,15 +326,19 @@ def test_help_lists_the_generated_flags(data_bin):
     for flag in ("--sam-base", "--sam-rho", "--sam-rho-m", "--sam-alpha-max", "--sam-alpha-step",
                  "--sam-no-probe", "--sam-probe-every", "--sam-grad-scale", "--sam-no-replay-rng"):
         assert flag in text
+    assert help_default(text, "--sam-rho") == "0.15" and help_default(text, "--sam-alpha-step") == "0.1"
 
 
-@pytest.mark.parametrize(("name", "flag", "default"), [("xsam", "--sam-rho", "0.15"), ("sam", "--sam-rho", "0.05"),
-                                                       ("msam", "--sam-steps", "2"), ("wsam", "--sam-gamma", "0.9")])
+def help_default(text, flag):
+    entry = re.search(rf"^  {flag} \S+\s+(.*?)(?=^  -)", text, re.M | re.S).group(1)
+    return re.search(r"default: (\S+)\)$", " ".join(entry.split())).group(1)
+
+
+@pytest.mark.parametrize(("name", "flag", "default"), [("sam", "--sam-rho", "0.05"), ("msam", "--sam-steps", "2")])
 def test_help_shows_each_variants_own_defaults(data_bin, name, flag, default):
     text = cli("fairseq-train", str(data_bin), "--user-dir", COMMON[1], "--arch", "transformer", "--optimizer", name,
                "--help").stdout
-    entry = re.search(rf"^  {flag} \S+\s+(.*?)(?=^  -)", text, re.M | re.S).group(1)
-    assert f"default: {default})" in " ".join(entry.split())
+    assert help_default(text, flag) == default
 
 
 def free_port() -> int:
