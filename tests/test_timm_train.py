@@ -6,6 +6,7 @@ import contextlib
 import csv
 import math
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -143,6 +144,8 @@ def test_bf16_autocast_runs(digits60, tmp_path):
     (["--opt", "xsam", "--clip-grad", "1", "--clip-mode", "agc"], "--clip-mode agc is not supported"),
     (["--opt", "xsam", "--opt-kwargs", "base=adamm"], "unknown base optimizer 'adamm'"),
     (["--opt", "xsam", "--sam-grad-scale", "norm"], "invalid choice: 'norm'"),
+    (["--opt", "sgd", "--opt-kwargs", "lr=0.5"], "--opt-kwargs lr=0.5: already set by its own flag"),
+    (["--opt", "xsam", "--sam-rho", "0.1", "--opt-kwargs", "rho=0.2"], "--opt-kwargs rho=0.2: already set by its own"),
 ])
 def test_bad_flags_fail_fast(digits, tmp_path, args, message):
     result = train(digits, tmp_path, "--model", "test_resnet", "--epochs", "1", *args, check=False)
@@ -227,3 +230,45 @@ def test_ema_steps_once_per_update(digits, tmp_path, monkeypatch):
                 "--workers", "0", "--warmup-epochs", "0", "--no-aug", "--model", "test_resnet", "--epochs", "2",
                 "--opt", "xsam", "--lr", "0.05", "--model-ema", "--log-interval", "100"])
     assert steps == list(range(1, 2 * (1437 // 64) + 1))
+
+
+@pytest.mark.parametrize(("args", "lr", "rule"), [
+    (["--opt", "sgd", "-b", "32"], 0.1 * 32 / 256, "linear"),
+    (["--opt", "xsam", "--opt-kwargs", "base=adamw", "-b", "16", "--grad-accum-steps", "2"], 0.1 * (32 / 256) ** 0.5,
+     "sqrt"),
+    (["--opt", "sgd", "-b", "32", "--lr-base", "0.4", "--lr-base-size", "64", "--lr-base-scale", "sqrt"],
+     0.4 * (32 / 64) ** 0.5, "sqrt"),
+])
+def test_without_lr_the_lr_follows_timms_base_rule(digits60, tmp_path, args, lr, rule):
+    result = train(digits60, tmp_path, "--model", "test_resnet", "--epochs", "1", *args)
+    assert f"lr {lr:g}: --lr-base" in result.stderr and f"({rule})" in result.stderr
+    assert float(summary(tmp_path)[0]["lr"]) == pytest.approx(lr)
+
+
+def test_model_ema_metrics_are_the_eval_metrics_as_in_timm(digits, tmp_path):
+    """A near-frozen EMA (decay 0.99999) stays near the initial weights while the model learns: the
+    summary, model_best and the plateau metric must follow the EMA, as timm's train.py does."""
+    result = train(digits, tmp_path, "--model", "test_resnet", "--epochs", "2", "--opt", "momentum", "--lr", "0.05",
+                   "--model-ema", "--model-ema-decay", "0.99999")
+    raw = [float(x) for x in re.findall(r"Epoch \d: eval loss \S+  top1 (\S+)", result.stderr)]
+    ema = [float(x) for x in re.findall(r"Epoch \d \(EMA\): eval loss \S+  top1 (\S+)", result.stderr)]
+    assert len(raw) == len(ema) == 2 and raw[-1] > ema[-1] + 20
+    assert [float(r["eval_top1"]) for r in summary(tmp_path)] == pytest.approx(ema, abs=6e-3)
+    assert weights(tmp_path, "model_best.pth.tar")["metric"] == pytest.approx(max(ema), abs=6e-3)
+
+
+def test_empty_val_split_trains_without_evaluation(digits60, tmp_path):
+    train(digits60, tmp_path, "--model", "test_resnet", "--epochs", "2", "--opt", "sgd", "--lr", "0.05",
+          "--val-split", "")
+    rows = summary(tmp_path)
+    assert len(rows) == 2 and not any(key.startswith("eval_") for key in rows[0])
+    best = weights(tmp_path, "model_best.pth.tar")["metric"]
+    assert best == pytest.approx(min(float(r["train_loss"]) for r in rows), rel=1e-6)
+
+
+def test_one_input_channel_builds_a_one_channel_model_on_grayscale_images(digits60, tmp_path):
+    train(digits60, tmp_path, "--model", "test_resnet", "--epochs", "1", "--opt", "sam", "--lr", "0.05",
+          "--in-chans", "1", "--mean", "0.5", "--std", "0.25")
+    stem = next(v for k, v in weights(tmp_path)["state_dict"].items() if v.dim() == 4)
+    assert stem.shape[1] == 1
+    assert math.isfinite(float(summary(tmp_path)[0]["eval_loss"]))

@@ -117,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--lr", type=float, default=None)
     group.add_argument("--lr-base", type=float, default=0.1)
     group.add_argument("--lr-base-size", type=int, default=256)
-    group.add_argument("--lr-base-scale", default="")
+    group.add_argument("--lr-base-scale", default="", choices=("", "linear", "sqrt"))
     group.add_argument("--lr-noise", type=float, nargs="+", default=None)
     group.add_argument("--lr-noise-pct", type=float, default=0.67)
     group.add_argument("--lr-noise-std", type=float, default=1.0)
@@ -345,12 +345,18 @@ def validate(model: nn.Module, loader: Any, device: torch.device, amp: contextli
 def build_optimizer(args: argparse.Namespace, model: nn.Module, variant: type[SharpnessAware] | None,
                     distributed: bool, device: torch.device) -> tuple[torch.optim.Optimizer, Any]:
     """The optimizer from timm's registry and, for fp16 AMP, the GradScaler (SAM variants drive it)."""
-    opt_kwargs = {**optimizer_kwargs(cfg=args), **args.opt_kwargs}
+    flags = optimizer_kwargs(cfg=args)
+    if variant is not None:
+        flags.update(sam_kwargs(args, variant))
+    duplicated = sorted(set(flags) & set(args.opt_kwargs))
+    if duplicated:
+        raise SystemExit(f"--opt-kwargs {' '.join(f'{k}={args.opt_kwargs[k]}' for k in duplicated)}: already set by "
+                         "its own flag (timm refuses such duplicates too); give each value once")
+    opt_kwargs = {**flags, **args.opt_kwargs}
     scaler = torch.amp.GradScaler(device.type) if args.amp and args.amp_dtype == "float16" else None
     if variant is not None:
-        opt_kwargs.update(sam_kwargs(args, variant), model=model,
-                          distributed=sam_plugins.Distributed(local_ascent=args.sam_local_ascent) if distributed
-                          else None)
+        opt_kwargs.update(model=model, distributed=sam_plugins.Distributed(local_ascent=args.sam_local_ascent)
+                          if distributed else None)
         if args.clip_grad is not None:
             opt_kwargs["max_grad_norm"] = args.clip_grad
         if scaler is not None:
@@ -361,14 +367,32 @@ def build_optimizer(args: argparse.Namespace, model: nn.Module, variant: type[Sh
         raise SystemExit(f"--opt {args.opt}: {err}") from None
 
 
+def resolve_lr(args: argparse.Namespace, world: int, rank: int) -> None:
+    """timm's rule when --lr is not given: lr = lr_base × (global batch / lr_base_size), square-rooted for
+    adaptive optimizers (a name containing 'ada' or 'lamb'; for a SAM variant, its base's name)."""
+    if args.lr:
+        return
+    global_batch = args.batch_size * world * args.grad_accum_steps
+    ratio = global_batch / args.lr_base_size
+    name = args.opt.lower()
+    if name in sam_plugins.available():
+        name = str(args.opt_kwargs.get("base", "sgd")).lower()
+    scale = args.lr_base_scale or ("sqrt" if "ada" in name or "lamb" in name else "linear")
+    args.lr = args.lr_base * (ratio**0.5 if scale == "sqrt" else ratio)
+    if rank == 0:
+        _logger.info(f"lr {args.lr:g}: --lr-base {args.lr_base:g} scaled ({scale}) by the global batch "
+                     f"{global_batch} / --lr-base-size {args.lr_base_size}")
+
+
 def build_data(args: argparse.Namespace, data_config: dict, distributed: bool,
                device: torch.device) -> tuple[Any, Any, Mixup | None, nn.Module]:
-    """Train and eval loaders from timm's datasets and transforms, Mixup/CutMix, and the train loss."""
+    """Train and eval loaders from timm's datasets and transforms, Mixup/CutMix, and the train loss; no
+    eval loader when --val-split is empty."""
     data_dir = args.data_dir or args.data
+    image_mode = "RGB" if data_config["input_size"][0] == 3 else "L"
     dataset_train = create_dataset(args.dataset, root=data_dir, split=args.train_split, is_training=True,
-                                   download=args.dataset_download, batch_size=args.batch_size, seed=args.seed)
-    dataset_eval = create_dataset(args.dataset, root=data_dir, split=args.val_split, is_training=False,
-                                  download=args.dataset_download, batch_size=args.batch_size)
+                                   download=args.dataset_download, batch_size=args.batch_size, seed=args.seed,
+                                   input_img_mode=image_mode)
     mixup = None
     if args.mixup > 0 or args.cutmix > 0 or args.cutmix_minmax is not None:
         mixup = Mixup(mixup_alpha=args.mixup, cutmix_alpha=args.cutmix, cutmix_minmax=args.cutmix_minmax,
@@ -381,11 +405,17 @@ def build_data(args: argparse.Namespace, data_config: dict, distributed: bool,
         interpolation=args.train_interpolation, mean=data_config["mean"], std=data_config["std"],
         num_workers=args.workers, distributed=distributed, pin_memory=args.pin_mem, use_prefetcher=False,
         device=device)
-    loader_eval = create_loader(
-        dataset_eval, input_size=data_config["input_size"], batch_size=args.validation_batch_size or args.batch_size,
-        is_training=False, interpolation=data_config["interpolation"], mean=data_config["mean"],
-        std=data_config["std"], num_workers=args.workers, distributed=distributed, crop_pct=data_config["crop_pct"],
-        pin_memory=args.pin_mem, use_prefetcher=False, device=device)
+    loader_eval = None
+    if args.val_split:
+        dataset_eval = create_dataset(args.dataset, root=data_dir, split=args.val_split, is_training=False,
+                                      download=args.dataset_download, batch_size=args.batch_size,
+                                      input_img_mode=image_mode)
+        loader_eval = create_loader(
+            dataset_eval, input_size=data_config["input_size"],
+            batch_size=args.validation_batch_size or args.batch_size, is_training=False,
+            interpolation=data_config["interpolation"], mean=data_config["mean"], std=data_config["std"],
+            num_workers=args.workers, distributed=distributed, crop_pct=data_config["crop_pct"],
+            pin_memory=args.pin_mem, use_prefetcher=False, device=device)
     if mixup is not None:
         loss_fn: nn.Module = SoftTargetCrossEntropy()
     elif args.smoothing:
@@ -395,7 +425,7 @@ def build_data(args: argparse.Namespace, data_config: dict, distributed: bool,
     return loader_train, loader_eval, mixup, loss_fn
 
 
-def main(argv: list[str] | None = None) -> OrderedDict:
+def main(argv: list[str] | None = None) -> OrderedDict | None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = build_parser().parse_args(argv)
     variant = check_args(args)
@@ -405,7 +435,8 @@ def main(argv: list[str] | None = None) -> OrderedDict:
     device = torch.device(args.device)
     random_seed(args.seed, rank)
 
-    model = create_model(args.model, pretrained=args.pretrained, num_classes=args.num_classes, in_chans=args.in_chans,
+    in_chans = args.in_chans or (args.input_size[0] if args.input_size is not None else 3)
+    model = create_model(args.model, pretrained=args.pretrained, num_classes=args.num_classes, in_chans=in_chans,
                          drop_rate=args.drop, drop_path_rate=args.drop_path, **args.model_kwargs)
     if args.num_classes is None:
         args.num_classes = model.num_classes
@@ -413,6 +444,7 @@ def main(argv: list[str] | None = None) -> OrderedDict:
     model.to(device)
     if args.channels_last:
         model.to(memory_format=torch.channels_last)
+    resolve_lr(args, world, rank)
     optimizer, scaler = build_optimizer(args, model, variant, distributed, device)
     amp_dtype = torch.bfloat16 if args.amp_dtype == "bfloat16" else torch.float16
     amp = torch.autocast(device.type, dtype=amp_dtype) if args.amp else contextlib.nullcontext()
@@ -431,9 +463,11 @@ def main(argv: list[str] | None = None) -> OrderedDict:
     ddp_model = nn.parallel.DistributedDataParallel(model) if distributed else model
     loader_train, loader_eval, mixup, train_loss_fn = build_data(args, data_config, distributed, device)
 
+    eval_metric = args.eval_metric if loader_eval is not None else "loss"  # timm: the train loss without eval
     updates_per_epoch = math.ceil(len(loader_train) / args.grad_accum_steps)
-    lr_scheduler, num_epochs = create_scheduler_v2(optimizer, **scheduler_kwargs(args),
-                                                   updates_per_epoch=updates_per_epoch)
+    lr_scheduler, num_epochs = create_scheduler_v2(
+        optimizer, **scheduler_kwargs(args, decreasing_metric=eval_metric == "loss"),
+        updates_per_epoch=updates_per_epoch)
     start_epoch = args.start_epoch if args.start_epoch is not None else (resume_epoch or 0)
     if lr_scheduler is not None and start_epoch > 0:
         if args.sched_on_updates:
@@ -448,32 +482,38 @@ def main(argv: list[str] | None = None) -> OrderedDict:
         output_dir.mkdir(parents=True, exist_ok=True)
         saver = CheckpointSaver(model=model, optimizer=optimizer, args=None, model_ema=model_ema, amp_scaler=None,
                                 checkpoint_dir=str(output_dir), recovery_dir=str(output_dir),
-                                decreasing=args.eval_metric == "loss", max_history=args.checkpoint_hist)
-    eval_metrics: OrderedDict = OrderedDict()
+                                decreasing=eval_metric == "loss", max_history=args.checkpoint_hist)
+    eval_metrics: OrderedDict | None = None
     for epoch in range(start_epoch, num_epochs):
         random_seed(args.seed + 1000 * epoch, rank)  # torch, numpy and random: augmentations too
         if distributed and hasattr(loader_train.sampler, "set_epoch"):
             loader_train.sampler.set_epoch(epoch)
         train_metrics = train_one_epoch(epoch, model, loader_train, optimizer, train_loss_fn, args, device,
                                         lr_scheduler, model_ema, mixup, amp, scaler, ddp_model, distributed, world)
-        eval_metrics = validate(model, loader_eval, device, amp, args, distributed)
-        if model_ema is not None:
-            ema_metrics = validate(model_ema.module, loader_eval, device, amp, args, distributed)
-            eval_metrics.update({f"ema_{k}": v for k, v in ema_metrics.items()})
         if distributed:
             spread = replica_spread(model)
             if rank == 0:
                 _logger.info(f"Epoch {epoch}: replica spread {spread:.3g}")
+        eval_metrics = None
+        if loader_eval is not None:
+            evaluated = [("", model)] + ([(" (EMA)", model_ema.module)] if model_ema is not None else [])
+            for suffix, evaluated_model in evaluated:
+                eval_metrics = validate(evaluated_model, loader_eval, device, amp, args, distributed)
+                if rank == 0:
+                    _logger.info(f"Epoch {epoch}{suffix}: eval loss {eval_metrics['loss']:.4f}  "
+                                 f"top1 {eval_metrics['top1']:.2f}  top5 {eval_metrics['top5']:.2f}")
         if rank == 0:
-            _logger.info(f"Epoch {epoch}: train loss {train_metrics['loss']:.4f}  eval loss {eval_metrics['loss']:.4f}"
-                         f"  top1 {eval_metrics['top1']:.2f}  top5 {eval_metrics['top5']:.2f}")
+            _logger.info(f"Epoch {epoch}: train loss {train_metrics['loss']:.4f}")
+        # As timm: with --model-ema the EMA's metrics are the eval metrics (summary, model_best, plateau).
+        latest_metric = (eval_metrics or train_metrics)[eval_metric]
         if output_dir is not None:
+            lrs = [group["lr"] for group in optimizer.param_groups]
             update_summary(epoch, train_metrics, eval_metrics, filename=str(output_dir / "summary.csv"),
-                           lr=optimizer.param_groups[0]["lr"], write_header=epoch == start_epoch)
+                           lr=sum(lrs) / len(lrs))
         if saver is not None:
-            saver.save_checkpoint(epoch, metric=eval_metrics[args.eval_metric])
+            saver.save_checkpoint(epoch, metric=latest_metric)
         if lr_scheduler is not None:
-            lr_scheduler.step(epoch + 1, eval_metrics[args.eval_metric])
+            lr_scheduler.step(epoch + 1, latest_metric)
     if distributed:
         dist.barrier()  # rank 0 may still be writing checkpoints; leave together
         dist.destroy_process_group()
