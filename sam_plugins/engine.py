@@ -50,8 +50,9 @@ COMMON: tuple[Hyper, ...] = (RHO, STEPS, ADAPTIVE, ETA, REPLAY_RNG, MAX_GRAD_NOR
 
 # Param-group keys that neither the variant nor the base optimizer reads but that schedulers and model
 # helpers put there: torch's schedulers (initial_lr), timm's layer decay (lr_scale, param_names) and
-# fallback split (use_fallback), named groups.
-FRAMEWORK_GROUP_KEYS = ("initial_lr", "lr_scale", "param_names", "use_fallback", "name")
+# fallback split (use_fallback), named groups, timm's Lookahead wrapper (lookahead_*).
+FRAMEWORK_GROUP_KEYS = ("initial_lr", "lr_scale", "param_names", "use_fallback", "name",
+                        "lookahead_alpha", "lookahead_k", "lookahead_step")
 
 Closure = Callable[[], Tensor]
 

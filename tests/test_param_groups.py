@@ -6,7 +6,7 @@ import io
 
 import pytest
 import torch
-from reference import SHAPES, flat, grad_at, loss_at, make_data, make_model, unit
+from reference import SHAPES, ascend, flat, grad_at, loss_at, make_data, make_model, unit
 from torch import nn
 
 import sam_plugins
@@ -238,3 +238,33 @@ class TestRhoFollowsLR:
         opt = sam_plugins.create("gsam", make_model().parameters(), lr=0.1, rho=0.3)
         with pytest.raises(ValueError, match=pattern):
             sam_plugins.RhoFollowsLR(opt, **kwargs)
+
+
+def test_timm_lookahead_over_sam_equals_an_independent_computation():
+    """timm's Lookahead forwards the closure to its base: every k = 2 SAM steps the slow weights move α
+    of the way to the fast ones and the fast weights restart there (timm's slow weights start as the
+    fast ones at the first sync)."""
+    from timm.optim import Lookahead
+
+    rho, lr, alpha, k = 0.2, 0.3, 0.5, 2
+    x, y = make_data()
+    model = make_model()
+    sam = sam_plugins.create("sam", model.parameters(), base="sgd", lr=lr, rho=rho)
+    opt = Lookahead(sam, alpha=alpha, k=k)
+
+    def closure():
+        loss = ((model(x) - y) ** 2).mean()
+        sam.backward(loss)
+        return loss
+
+    for _ in range(4):
+        opt.step(closure)
+    fast, slow = flat(make_model()), None
+    for t in range(1, 5):
+        _, grads = ascend(fast, x, y, rho, 1)
+        fast = fast - lr * grads[-1]
+        if t % k == 0:
+            slow = fast if slow is None else slow  # timm starts the slow weights at the first sync
+            slow = slow + alpha * (fast - slow)
+            fast = slow
+    torch.testing.assert_close(flat(model), fast, rtol=1e-12, atol=1e-12)

@@ -177,6 +177,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class CheckpointedGradScaler(torch.amp.GradScaler):
+    """torch's GradScaler under the checkpoint key timm's CheckpointSaver and resume_checkpoint use."""
+
+    state_dict_key = "amp_scaler"
+
+
 def sam_kwargs(args: argparse.Namespace, variant: type[SharpnessAware]) -> dict[str, Any]:
     """The variant's hyperparameters given as --sam-* flags (unset flags keep the declared defaults)."""
     declared = {h.name for h in variant.hyperparameters}
@@ -190,12 +196,12 @@ def sam_kwargs(args: argparse.Namespace, variant: type[SharpnessAware]) -> dict[
 def check_args(args: argparse.Namespace) -> type[SharpnessAware] | None:
     """Fail fast with a clear message; returns the variant class for SAM optimizers."""
     parts = args.opt.lower().split("_")
-    if len(parts) > 1 and parts[-1] in sam_plugins.available():
-        raise SystemExit(f"--opt {args.opt}: a sharpness-aware optimizer cannot be wrapped (lookahead and similar "
-                         f"wrappers call step() without a closure); use --opt {parts[-1]}")
+    if len(parts) > 1 and parts[-1] in sam_plugins.available() and parts[:-1] != ["lookahead"]:
+        raise SystemExit(f"--opt {args.opt}: timm's only optimizer wrapper is lookahead_ (it forwards the closure); "
+                         f"use --opt {parts[-1]} or --opt lookahead_{parts[-1]}")
     if args.grad_accum_steps < 1:
         raise SystemExit(f"--grad-accum-steps {args.grad_accum_steps} is invalid; allowed: an int >= 1")
-    variant = sam_plugins.get(args.opt) if args.opt.lower() in sam_plugins.available() else None
+    variant = sam_plugins.get(parts[-1]) if parts[-1] in sam_plugins.available() else None
     if variant is None and any(getattr(args, f"sam_{n}") is not None for n in sam_flags()):
         raise SystemExit(f"--sam-* flags need a sharpness-aware --opt (one of {sam_plugins.available()})")
     if variant is not None and args.clip_grad is not None and args.clip_mode != "norm":
@@ -225,15 +231,24 @@ def mean_over_replicas(values: list[float], distributed: bool, device: torch.dev
     return (tensor / dist.get_world_size()).tolist()
 
 
+def sharpness_aware(optimizer: torch.optim.Optimizer) -> SharpnessAware | None:
+    """The sharpness-aware optimizer itself, or the one timm's Lookahead wraps (it forwards the closure)."""
+    for candidate in (optimizer, getattr(optimizer, "_base_optimizer", None)):
+        if isinstance(candidate, SharpnessAware):
+            return candidate
+    return None
+
+
 def train_one_epoch(epoch: int, model: nn.Module, loader: Any, optimizer: torch.optim.Optimizer, loss_fn: nn.Module,
                     args: argparse.Namespace, device: torch.device, lr_scheduler: Any, model_ema: ModelEmaV3 | None,
                     mixup: Mixup | None, amp: Any, scaler: Any, ddp_model: nn.Module,
                     distributed: bool, world: int) -> OrderedDict:
     """One epoch; each update covers ``--grad-accum-steps`` micro-batches, all replayed by SAM variants."""
     model.train()
-    is_sam = isinstance(optimizer, SharpnessAware)
-    if is_sam:
-        optimizer.begin_epoch(epoch)
+    sam = sharpness_aware(optimizer)
+    is_sam = sam is not None
+    if sam is not None:
+        sam.begin_epoch(epoch)
     if mixup is not None and args.mixup_off_epoch and epoch >= args.mixup_off_epoch:
         mixup.mixup_enabled = False
     shown = ("alpha", "sharpness") if is_sam else ()
@@ -262,12 +277,12 @@ def train_one_epoch(epoch: int, model: nn.Module, loader: Any, optimizer: torch.
             """Loss and gradient of all micro-batches of this update, each weighted by its share."""
             loss_sum = torch.zeros((), device=device)
             for i, (x, y) in enumerate(batches):
-                local = distributed and (i < len(batches) - 1 or (is_sam and not optimizer.sync_gradients))
+                local = distributed and (i < len(batches) - 1 or (sam is not None and not sam.sync_gradients))
                 with ddp_model.no_sync() if local else contextlib.nullcontext():
                     with amp:
                         loss = loss_fn(ddp_model(x), y) * (len(x) / total)
-                    if is_sam:
-                        optimizer.backward(loss)
+                    if sam is not None:
+                        sam.backward(loss)
                     else:
                         (scaler.scale(loss) if scaler is not None else loss).backward()
                 loss_sum = loss_sum + loss.detach().float()
@@ -297,13 +312,13 @@ def train_one_epoch(epoch: int, model: nn.Module, loader: Any, optimizer: torch.
         loss_sum, updates = loss_sum + last_loss, updates + 1
         samples += total * world
         if update_idx % args.log_interval == 0 or update_idx == updates_per_epoch - 1:
-            stats = optimizer.stats if is_sam else {}
+            stats = sam.stats if sam is not None else {}
             values = mean_over_replicas([last_loss, *(stats.get(k, math.nan) for k in shown)], distributed, device)
             rate = samples / max(time.perf_counter() - start, 1e-9)
             extra = "".join(f"  {k} {v:.4g}" for k, v in zip(shown, values[1:], strict=True) if not math.isnan(v))
             _logger.info(f"Train: {epoch} [{update_idx + 1:>4d}/{updates_per_epoch}]  loss {values[0]:.4f}  "
                          f"lr {optimizer.param_groups[0]['lr']:.3e}  {rate:.1f} samples/s{extra}")
-    stats = optimizer.stats if is_sam else {}
+    stats = sam.stats if sam is not None else {}
     means = mean_over_replicas([loss_sum / max(updates, 1), *(stats.get(k, math.nan) for k in shown)],
                                distributed, device)
     metrics = OrderedDict(loss=means[0])
@@ -353,7 +368,7 @@ def build_optimizer(args: argparse.Namespace, model: nn.Module, variant: type[Sh
         raise SystemExit(f"--opt-kwargs {' '.join(f'{k}={args.opt_kwargs[k]}' for k in duplicated)}: already set by "
                          "its own flag (timm refuses such duplicates too); give each value once")
     opt_kwargs = {**flags, **args.opt_kwargs}
-    scaler = torch.amp.GradScaler(device.type) if args.amp and args.amp_dtype == "float16" else None
+    scaler = CheckpointedGradScaler(device.type) if args.amp and args.amp_dtype == "float16" else None
     if variant is not None:
         opt_kwargs.update(model=model, distributed=sam_plugins.Distributed(local_ascent=args.sam_local_ascent)
                           if distributed else None)
@@ -451,7 +466,7 @@ def main(argv: list[str] | None = None) -> OrderedDict | None:
     resume_epoch = None
     if args.resume:
         resume_epoch = resume_checkpoint(model, args.resume, optimizer=None if args.no_resume_opt else optimizer,
-                                         loss_scaler=None, log_info=rank == 0)
+                                         loss_scaler=None if args.no_resume_opt else scaler, log_info=rank == 0)
     model_ema = ModelEmaV3(model, decay=args.model_ema_decay, use_warmup=args.model_ema_warmup) \
         if args.model_ema else None
     if model_ema is not None and args.resume:
@@ -480,7 +495,7 @@ def main(argv: list[str] | None = None) -> OrderedDict | None:
     if rank == 0 and args.output:
         output_dir = Path(args.output) / (args.experiment or f"{args.model}-{args.opt}")
         output_dir.mkdir(parents=True, exist_ok=True)
-        saver = CheckpointSaver(model=model, optimizer=optimizer, args=None, model_ema=model_ema, amp_scaler=None,
+        saver = CheckpointSaver(model=model, optimizer=optimizer, args=None, model_ema=model_ema, amp_scaler=scaler,
                                 checkpoint_dir=str(output_dir), recovery_dir=str(output_dir),
                                 decreasing=eval_metric == "loss", max_history=args.checkpoint_hist)
     eval_metrics: OrderedDict | None = None
