@@ -300,3 +300,24 @@ def test_lookahead_over_a_variant_trains_and_resumes_bit_identically(digits60, t
     assert sam["counters"]["updates"] == 6 and all("lookahead_slow_buff" in s for s in sam["state"].values())
     assert all(group["lookahead_step"] == 6 for group in a["optimizer"]["param_groups"])
     assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
+
+
+def test_adaptive_clipping_of_a_plain_optimizer_leaves_the_head_out_as_timm_does(digits60, tmp_path):
+    """One plain-momentum update (no weight decay) with AGC at 0.001: every clipped unit moves at most
+    lr · 0.001 · max(‖w_unit‖, 1e-3); the classifier head, which timm excludes, moves further."""
+    lr, clip = 0.1, 1e-3
+    common = ["--model", "test_resnet", "--epochs", "1", "-b", "60", "--opt", "momentum", "--weight-decay", "0",
+              "--sched", "none"]
+    train(digits60, tmp_path / "init", *common, "--lr", "1e-12")  # --lr 0 means "unset" to timm
+    train(digits60, tmp_path / "agc", *common, "--lr", str(lr), "--clip-grad", str(clip), "--clip-mode", "agc")
+    before, after = (weights(tmp_path / name)["state_dict"] for name in ("init", "agc"))
+
+    def excess(key):
+        """Largest unit-wise ‖Δw‖ / the AGC bound."""
+        w, delta = before[key].flatten(1), (after[key] - before[key]).flatten(1)
+        bound = lr * clip * w.norm(dim=1).clamp(min=1e-3)
+        return float((delta.norm(dim=1) / bound).max())
+
+    body = [k for k in before if k.endswith(".weight") and before[k].dim() == 4]
+    assert body and max(excess(k) for k in body) <= 1 + 1e-3  # float32 rounding
+    assert excess("fc.weight") > 2

@@ -32,7 +32,7 @@ import torch
 import torch.distributed as dist
 from timm.data import Mixup, create_dataset, create_loader, resolve_data_config
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
-from timm.models import create_model, resume_checkpoint
+from timm.models import create_model, model_parameters, resume_checkpoint
 from timm.optim import create_optimizer_v2, optimizer_kwargs
 from timm.scheduler import create_scheduler_v2, scheduler_kwargs
 from timm.utils import (
@@ -296,7 +296,9 @@ def train_one_epoch(epoch: int, model: nn.Module, loader: Any, optimizer: torch.
             if scaler is not None:
                 scaler.unscale_(optimizer)
             if args.clip_grad is not None:
-                dispatch_clip_grad(model.parameters(), args.clip_grad, mode=args.clip_mode)
+                # As timm: adaptive clipping leaves the classifier head out.
+                dispatch_clip_grad(model_parameters(model, exclude_head=args.clip_mode == "agc"), args.clip_grad,
+                                   mode=args.clip_mode)
             if scaler is not None:
                 scaler.step(optimizer)
             else:
