@@ -168,6 +168,7 @@ def test_torchrun_two_gloo_replicas_stay_identical(digits, tmp_path, ascent):
                    "--lr", "0.05", "--opt-kwargs", "base=momentum", *ascent, launcher=torchrun())
     log = result.stdout + result.stderr
     assert log.count("replica spread 0") == 2, log[-3000:]
+    assert log.count("Train: ") == 4  # the first and last update of 2 epochs, printed by rank 0 only
     assert float(summary(tmp_path)[-1]["eval_top1"]) > 30
 
 

@@ -318,8 +318,9 @@ def train_one_epoch(epoch: int, model: nn.Module, loader: Any, optimizer: torch.
             values = mean_over_replicas([last_loss, *(stats.get(k, math.nan) for k in shown)], distributed, device)
             rate = samples / max(time.perf_counter() - start, 1e-9)
             extra = "".join(f"  {k} {v:.4g}" for k, v in zip(shown, values[1:], strict=True) if not math.isnan(v))
-            _logger.info(f"Train: {epoch} [{update_idx + 1:>4d}/{updates_per_epoch}]  loss {values[0]:.4f}  "
-                         f"lr {optimizer.param_groups[0]['lr']:.3e}  {rate:.1f} samples/s{extra}")
+            if not distributed or dist.get_rank() == 0:
+                _logger.info(f"Train: {epoch} [{update_idx + 1:>4d}/{updates_per_epoch}]  loss {values[0]:.4f}  "
+                             f"lr {optimizer.param_groups[0]['lr']:.3e}  {rate:.1f} samples/s{extra}")
     stats = sam.stats if sam is not None else {}
     means = mean_over_replicas([loss_sum / max(updates, 1), *(stats.get(k, math.nan) for k in shown)],
                                distributed, device)
