@@ -138,6 +138,8 @@ def test_bf16_autocast_runs(digits60, tmp_path):
 
 @pytest.mark.parametrize(("args", "message"), [
     (["--opt", "fused_xsam"], "timm's only optimizer wrapper is lookahead_ (it forwards the closure)"),
+    (["--opt", "xsamm"], "--opt xsamm: unknown optimizer 'xsamm'; did you mean xsam"),
+    (["--data-dir", "/nonexistent/digits"], "--data-dir /nonexistent/digits: no such directory"),
     (["--opt", "xsam", "--sam-rho", "0"], "rho=0.0 is invalid; allowed: a float in (0.0, inf)"),
     (["--opt", "sgd", "--sam-rho", "0.1"], "--sam-* flags need a sharpness-aware --opt"),
     (["--opt", "sam", "--sam-rho-m", "0.3"], "--opt sam has no hyperparameter(s) ['rho_m']"),

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
 import logging
 import math
 import os
@@ -33,7 +34,7 @@ import torch.distributed as dist
 from timm.data import Mixup, create_dataset, create_loader, resolve_data_config
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from timm.models import create_model, model_parameters, resume_checkpoint
-from timm.optim import create_optimizer_v2, optimizer_kwargs
+from timm.optim import create_optimizer_v2, list_optimizers, optimizer_kwargs
 from timm.scheduler import create_scheduler_v2, scheduler_kwargs
 from timm.utils import (
     CheckpointSaver,
@@ -199,6 +200,11 @@ def check_args(args: argparse.Namespace) -> type[SharpnessAware] | None:
     if len(parts) > 1 and parts[-1] in sam_plugins.available() and parts[:-1] != ["lookahead"]:
         raise SystemExit(f"--opt {args.opt}: timm's only optimizer wrapper is lookahead_ (it forwards the closure); "
                          f"use --opt {parts[-1]} or --opt lookahead_{parts[-1]}")
+    known = list_optimizers()
+    if parts[-1] not in known:
+        near = difflib.get_close_matches(parts[-1], known, n=3)
+        raise SystemExit(f"--opt {args.opt}: unknown optimizer {parts[-1]!r}"
+                         + (f"; did you mean {', '.join(near)}?" if near else "; see timm.optim.list_optimizers()"))
     if args.grad_accum_steps < 1:
         raise SystemExit(f"--grad-accum-steps {args.grad_accum_steps} is invalid; allowed: an int >= 1")
     variant = sam_plugins.get(parts[-1]) if parts[-1] in sam_plugins.available() else None
@@ -447,8 +453,12 @@ def main(argv: list[str] | None = None) -> OrderedDict | None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = build_parser().parse_args(argv)
     variant = check_args(args)
-    if (args.data_dir or args.data) is None:
+    data_dir = args.data_dir or args.data
+    if data_dir is None:
         raise SystemExit("give the dataset directory with --data-dir DIR")
+    if args.dataset in ("", "folder") and not Path(data_dir).is_dir():
+        raise SystemExit(f"--data-dir {data_dir}: no such directory (expected an image folder holding the "
+                         f"{args.train_split!r} split)")
     distributed, rank, world = setup_distributed(args)
     device = torch.device(args.device)
     random_seed(args.seed, rank)
