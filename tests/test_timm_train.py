@@ -236,11 +236,9 @@ def test_ema_steps_once_per_update(digits, tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize(("args", "lr", "rule"), [
-    (["--opt", "sgd", "-b", "32"], 0.1 * 32 / 256, "linear"),
+    (["--opt", "sgd", "-b", "32", "--lr-base", "0.4", "--lr-base-size", "64"], 0.4 * 32 / 64, "linear"),
     (["--opt", "xsam", "--opt-kwargs", "base=adamw", "-b", "16", "--grad-accum-steps", "2"], 0.1 * (32 / 256) ** 0.5,
      "sqrt"),
-    (["--opt", "sgd", "-b", "32", "--lr-base", "0.4", "--lr-base-size", "64", "--lr-base-scale", "sqrt"],
-     0.4 * (32 / 64) ** 0.5, "sqrt"),
 ])
 def test_without_lr_the_lr_follows_timms_base_rule(digits60, tmp_path, args, lr, rule):
     result = train(digits60, tmp_path, "--model", "test_resnet", "--epochs", "1", *args)
