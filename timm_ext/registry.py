@@ -8,6 +8,7 @@ base optimizer is looked up by name in timm's own registry (``base="sgd"`` is ti
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable
 from typing import Any
 
@@ -26,8 +27,12 @@ def timm_base(name: str) -> tuple[Callable[..., torch.optim.Optimizer], OptimInf
     try:
         info = default_registry.get_optimizer_info(name)
     except ValueError:
-        raise ValueError(f"unknown base optimizer {name!r}; choose one of timm's optimizers, e.g. "
-                         f"{sorted(n for n in default_registry.list_optimizers() if '_' not in n)[:40]}") from None
+        plain = sorted(n for n in default_registry.list_optimizers()
+                       if "_" not in n and n not in sam_plugins.available())
+        near = difflib.get_close_matches(name.lower(), plain, n=3)
+        raise ValueError(f"unknown base optimizer {name!r}; "
+                         + (f"did you mean {', '.join(near)}? " if near else "")
+                         + f"timm's plain optimizers: {', '.join(plain)}") from None
     return default_registry.get_optimizer_class(info, bind_defaults=True), info
 
 
