@@ -85,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     """timm train.py's options (names, types, defaults) that this script runs, the --sam-* flags, and the refused
     options (kept so ``--help`` and config checks know them)."""
     p = argparse.ArgumentParser(description="timm training with sharpness-aware optimizers")
+    p.add_argument("-c", "--config", default=argparse.SUPPRESS, metavar="FILE",
+                   help="YAML of option values used as defaults; the command line wins (as timm's -c)")
     p.add_argument("data", nargs="?", metavar="DIR", help="path to dataset (positional is deprecated, use --data-dir)")
     g = p.add_argument_group("Dataset")
     g.add_argument("--data-dir", metavar="DIR")
@@ -259,7 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--wandb-project", default=None, type=str)
     g.add_argument("--wandb-tags", default=[], type=str, nargs="+")
     g.add_argument("--wandb-resume-id", default="", type=str)
-    g = p.add_argument_group("timm train.py options refused here (each says why when given)")
+    refused = ", ".join(refusal.options[0] for refusal in REFUSED)
+    g = p.add_argument_group("timm train.py options refused here", f"each says why when given: {refused}")
     for refusal in REFUSED:
         g.add_argument(*refusal.options, dest=_dest(refusal.options[0]), action=_Refuse, nargs="*",
                        default=refusal.default, help=argparse.SUPPRESS)
