@@ -2,7 +2,7 @@
 # Each first creates or refreshes the project-local virtual environment .venv (tools/bootstrap.sh).
 PY := .venv/bin/python
 
-.PHONY: demo test lint venv
+.PHONY: demo test lint venv gpu-check
 
 venv:
 	@tools/bootstrap.sh dev,fairseq,timm,bench
@@ -17,3 +17,7 @@ lint: venv
 
 test: lint
 	$(PY) -m pytest -q
+
+# CUDA-only tests and the GPU benchmark set, never part of `make test` (CI has no GPU); skips cleanly without CUDA.
+gpu-check: venv
+	tools/gpu_check.sh out/gpu_check

@@ -12,7 +12,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPE = ROOT / "recipes" / "iwslt14_deen"
-SCRIPTS = sorted(p for p in (ROOT / "recipes").rglob("*") if p.suffix in (".sh", ".sbatch"))
+SCRIPTS = sorted(p for folder in ("recipes", "tools") for p in (ROOT / folder).rglob("*")
+                 if p.suffix in (".sh", ".sbatch"))
 
 pytestmark = pytest.mark.fairseq
 

@@ -126,6 +126,9 @@ def main(argv: list[str] | None = None) -> OrderedDict | None:
                          "replicas, so it needs torchrun with 2 or more processes (timm refuses it too)")
     primary = rank == 0
     device = torch.device(args.device)
+    if torch.cuda.is_available():  # as timm's train.py: TF32 matrix products, cuDNN autotuning
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
     model_dtype = getattr(torch, args.model_dtype) if args.model_dtype else None
     random_seed(args.seed, rank)
     if args.fuser:

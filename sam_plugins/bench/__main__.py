@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+from . import readme as readme_block
 from .contenders import PEER_LIBRARY, Contender, ours, peer_version, peers
 from .measure import (
     Counter,
@@ -268,20 +269,9 @@ def write_csv(path: Path, measured: list[Measured]) -> None:
                                  r.peak_probe - base.held, r.gpu_peak_bytes])
 
 
-def _markers(readme: Path, section: str) -> tuple[str, str]:
-    """The block's markers; fails naming them if ``readme`` lacks either."""
-    begin, end = f"<!-- bench:{section}:begin -->", f"<!-- bench:{section}:end -->"
-    text = readme.read_text()
-    if begin not in text or end not in text:
-        raise SystemExit(f"{readme} has no {begin} ... {end} block to replace")
-    return begin, end
-
-
 def splice(readme: Path, block: str, section: str) -> None:
     """Replace the text between ``<!-- bench:SECTION:begin -->`` and ``<!-- bench:SECTION:end -->``."""
-    begin, end = _markers(readme, section)
-    head, rest = readme.read_text().split(begin, 1)
-    readme.write_text(f"{head}{begin}\n{block}{end}{rest.split(end, 1)[1]}")
+    readme_block.splice(readme, block, f"bench:{section}")
 
 
 def main(argv: list[str] | None = None) -> str:
@@ -289,7 +279,7 @@ def main(argv: list[str] | None = None) -> str:
     device = torch.device(args.device)
     names = args.workloads or list(SETS[args.set])
     if args.readme:
-        _markers(args.readme, args.section)  # before measuring: a missing block fails now, not after the run
+        readme_block.markers(args.readme, f"bench:{args.section}")  # a missing block fails now, not after the run
     with_peers = not args.no_peers and peer_version() is not None
     if not args.no_peers and not with_peers:
         print(f"{PEER_LIBRARY} is not installed (pip install 'sam-plugins[bench]'); timing ours only", file=sys.stderr)
