@@ -25,14 +25,23 @@ TOY_RUNS: dict[str, tuple[str | None, dict[str, Any]]] = {
 }
 
 
-def plot_toy(path: Path) -> dict[str, torch.Tensor]:
+def toy_paths() -> dict[str, torch.Tensor]:
     """Trajectories from the paper's start point with its settings (lr 5, momentum 0.9, 400 steps)."""
+    return {label: toy2d.trajectory(variant, **hyper) for label, (variant, hyper) in TOY_RUNS.items()}
+
+
+def toy_lines(paths: dict[str, torch.Tensor]) -> list[str]:
+    """Where each trajectory ends and the minimum it is nearest to (the README's demo:toy2d block)."""
+    return [f"  {label:5s} ends at ({points[-1][0]:7.2f}, {points[-1][1]:6.2f}): "
+            f"{toy2d.nearest_minimum(points[-1])} minimum" for label, points in paths.items()]
+
+
+def plot_toy(path: Path, paths: dict[str, torch.Tensor]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    paths = {label: toy2d.trajectory(variant, **hyper) for label, (variant, hyper) in TOY_RUNS.items()}
     mu, sigma = torch.meshgrid(torch.linspace(-30, 35, 300, dtype=torch.float64),
                                torch.linspace(2, 45, 300, dtype=torch.float64), indexing="xy")
     surface = toy2d.loss2d(torch.stack([mu, sigma]))
@@ -50,7 +59,6 @@ def plot_toy(path: Path) -> dict[str, torch.Tensor]:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
-    return paths
 
 
 def digits(seed: int) -> tuple[torch.Tensor, ...]:
@@ -120,11 +128,10 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(max(1, torch.get_num_threads()))
 
     figure = args.out / "toy2d.png"
-    paths = plot_toy(figure)
+    paths = toy_paths()
+    plot_toy(figure, paths)
     print(f"2D test function (XSAM paper App. D.1) -> {figure}")
-    for label, points in paths.items():
-        end = points[-1]
-        print(f"  {label:5s} ends at ({end[0]:7.2f}, {end[1]:6.2f}): {toy2d.nearest_minimum(end)} minimum")
+    print("\n".join(toy_lines(paths)))
 
     variants = args.variants if args.variants is not None else available()
     print(f"\nDigits (scikit-learn, 1437 train / 360 test), MLP with BatchNorm and dropout, SGD base, "

@@ -37,3 +37,12 @@ def test_readme_benchmark_blocks_are_the_current_harness_output(section, workloa
         assert f"**{workload}** (batch" in block
     assert block.count(header) == len(workloads)
     assert "**Targets**" in block and "| target | measured | limit | |" in block
+
+
+def test_readme_toy2d_lines_are_what_the_demo_prints():
+    from sam_plugins.bench.readme import block
+    from sam_plugins.demo import toy_lines, toy_paths
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    lines = ["```", "2D test function (XSAM paper App. D.1) -> out/demo/toy2d.png", *toy_lines(toy_paths()), "```"]
+    assert block(readme, "demo:toy2d") == "\n".join(lines) + "\n"

@@ -153,7 +153,7 @@ def test_bf16_autocast_runs(digits60, tmp_path):
     (["--opt", "sgd", "--sam-rho", "0.1"], "--sam-* flags need a sharpness-aware --opt"),
     (["--opt", "sam", "--sam-rho-m", "0.3"], "--opt sam has no hyperparameter(s) ['rho_m']"),
     (["--opt", "xsam", "--clip-grad", "1", "--clip-mode", "agc"], "--clip-mode agc is not supported"),
-    (["--opt", "xsam", "--opt-kwargs", "base=adamm"], "unknown base optimizer 'adamm'"),
+    (["--opt", "xsam", "--opt-kwargs", "base=adamm"], "unknown base optimizer 'adamm'; did you mean adam"),
     (["--opt", "xsam", "--sam-grad-scale", "norm"], "invalid choice: 'norm'"),
     (["--opt", "sgd", "--opt-kwargs", "lr=0.5"], "--opt-kwargs lr=0.5: already set by its own flag"),
     (["--opt", "xsam", "--sam-rho", "0.1", "--opt-kwargs", "rho=0.2"], "--opt-kwargs rho=0.2: already set by its own"),

@@ -106,13 +106,16 @@ def noisy_split(y: torch.Tensor, noise: float, seed: int) -> tuple[torch.Tensor,
     return order[:cut], order[cut:], torch.where(flip, other, y)
 
 
-def configs(method: str, scales: tuple[float, ...], ratios: tuple[float, ...]) -> list[dict[str, float]]:
-    """The swept hyperparameters of one method: ρ × scales (XSAM: and ρ_m = ratio × ρ)."""
+def configs(method: str, scales: tuple[float, ...], ratios: tuple[float, ...],
+            alpha_max: float | None = None) -> list[dict[str, float]]:
+    """The swept hyperparameters of one method: ρ × scales (XSAM: and ρ_m = ratio × ρ, and ``alpha_max`` when
+    given)."""
     if method == BASE:
         return [{}]
     rho = next(h.default for h in sam_plugins.get(method).hyperparameters if h.name == "rho")
     if method == "xsam":
-        return [{"rho": rho * s, "rho_m": rho * s * r} for s in scales for r in ratios]
+        grid = {"alpha_max": alpha_max} if alpha_max is not None else {}
+        return [{"rho": rho * s, "rho_m": rho * s * r, **grid} for s in scales for r in ratios]
     return [{"rho": rho * s} for s in scales]
 
 
@@ -217,7 +220,8 @@ def _paired(mine: dict[int, float], theirs: dict[int, float]) -> str:
 
 def _describe(config: str) -> str:
     hyper = json.loads(config)
-    return ", ".join(f"{'ρ_m' if k == 'rho_m' else 'ρ'} {v:g}" for k, v in hyper.items()) or "—"
+    symbols = {"rho": "ρ", "rho_m": "ρ_m", "alpha_max": "α_max"}
+    return ", ".join(f"{symbols.get(k, k)} {v:g}" for k, v in hyper.items()) or "—"
 
 
 def chosen(rows: list[dict[str, Any]], sweep_seeds: int | None = None
@@ -249,10 +253,12 @@ def render(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
              "α* = XSAM's mean probed α and the share of probes at the grid's edge."]
     for task in meta["tasks"]:
         for noise in meta["noises"]:
-            base = {r["seed"]: r["test_acc"] for r in best[(task, noise, BASE)][1]}
+            base = {r["seed"]: r["test_acc"] for r in best[(task, noise, BASE)][1]} \
+                if (task, noise, BASE) in best else {}
             sam = {r["seed"]: r["test_acc"] for r in best[(task, noise, "sam")][1]} \
                 if (task, noise, "sam") in best else {}
-            base_time = statistics.fmean(r["epoch_seconds"] for r in best[(task, noise, BASE)][1])
+            base_time = statistics.fmean(r["epoch_seconds"] for r in best[(task, noise, BASE)][1]) \
+                if base else math.nan
             lines += ["", f"**{task}, {noise:.0%} label noise** ({meta['epochs'][task]} epochs)", "",
                       "| method | chosen | test % | Δ vs sgd | Δ vs sam | train % | time | α* (edge) |",
                       "|---|---|---|---|---|---|---|---|"]
@@ -265,7 +271,7 @@ def render(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
                 edge = [r["edge_share"] for r in runs if r["edge_share"] is not None]
                 lines.append(
                     f"| {method} | {_describe(config)} | {_mean_std(list(test.values()))} | "
-                    f"{_paired(test, base) if method != BASE else '—'} | "
+                    f"{_paired(test, base) if base and method != BASE else '—'} | "
                     f"{_paired(test, sam) if sam and method != 'sam' else '—'} | "
                     f"{_mean_std([r['train_acc'] for r in runs])} | "
                     f"{statistics.fmean(r['epoch_seconds'] for r in runs) / base_time:.2f} | "
@@ -329,11 +335,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m sam_plugins.bench.generalization", description=__doc__.split("\n")[0])
     p.add_argument("--out", type=Path, default=Path("out/generalization"))
     p.add_argument("--tasks", nargs="+", choices=sorted(TASKS), default=list(TASKS))
+    p.add_argument("--methods", nargs="+", choices=[BASE, *sam_plugins.available()],
+                   default=[BASE, *sam_plugins.available()])
+    p.add_argument("--xsam-alpha-max", type=float, default=None, help="XSAM's α grid [0, a] (default: its own, 2)")
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="worker processes (one torch thread each)")
     p.add_argument("--quick", action="store_true",
                    help="digits only, sgd/sam/xsam, 3 seeds (2 in the sweep), 2 epochs: checks the pipeline in seconds")
-    p.add_argument("--readme", type=Path, help="fill this README's generalization block from the results")
+    p.add_argument("--readme", type=Path, help="fill this README's block from the results")
+    p.add_argument("--block", default=BLOCK, help=f"the README block's name (default: {BLOCK})")
     p.add_argument("--render-only", action="store_true", help="re-render tables, figures and README from --out")
     return p.parse_args(argv)
 
@@ -345,11 +355,11 @@ def plan(args: argparse.Namespace) -> tuple[list[Spec], dict[str, Any]]:
             (2.0,)
         epochs = {"digits": 2}
     else:
-        tasks, methods, seeds, sweep_seeds, scales, ratios = args.tasks, [BASE, *sam_plugins.available()], \
-            args.seeds, min(2, args.seeds), RHO_SCALES, XSAM_RHO_M_RATIOS
+        tasks, methods, seeds, sweep_seeds, scales, ratios = args.tasks, args.methods, args.seeds, \
+            min(2, args.seeds), RHO_SCALES, XSAM_RHO_M_RATIOS
         epochs = {t: TASKS[t].epochs for t in tasks}
     specs = [Spec(t, n, m, json.dumps(c, sort_keys=True), s, epochs[t]) for t in tasks for n in NOISES
-             for m in methods for c in configs(m, scales, ratios) for s in range(sweep_seeds)]
+             for m in methods for c in configs(m, scales, ratios, args.xsam_alpha_max) for s in range(sweep_seeds)]
     meta = dict(tasks=tasks, noises=list(NOISES), methods=methods, seeds=seeds, sweep_seeds=sweep_seeds,
                 seeds_list=list(range(seeds)), epochs=epochs,
                 command=" ".join(["python -m sam_plugins.bench.generalization", *sys.argv[1:]]))
@@ -389,7 +399,7 @@ def run_all(specs: list[Spec], jobs: int, stage: str) -> list[dict[str, Any]]:
 def main(argv: list[str] | None = None) -> str:
     args = parse_args(argv)
     if args.readme:
-        readme_block.markers(args.readme, BLOCK)  # a missing block fails now, not after the run
+        readme_block.markers(args.readme, args.block)  # a missing block fails now, not after the run
     args.out.mkdir(parents=True, exist_ok=True)
     if not args.render_only:
         specs, meta = plan(args)
@@ -415,7 +425,7 @@ def main(argv: list[str] | None = None) -> str:
     (args.out / "results.md").write_text(text)
     figures(rows, json.loads((args.out / "probes.json").read_text()), meta, args.out)
     if args.readme:
-        readme_block.splice(args.readme, text, BLOCK)
+        readme_block.splice(args.readme, text, args.block)
     print(text)
     return text
 
