@@ -65,12 +65,13 @@ def test_layer_decay_and_timm_scheduler():
 
 
 @pytest.mark.parametrize(("base", "message"), [
-    ("adamm", r"unknown base optimizer 'adamm'; choose one of timm's optimizers"),
+    ("adamm", r"unknown base optimizer 'adamm'; did you mean adam, radam, nadam\? timm's plain optimizers: ada"),
     ("xsam", r"base='xsam' is itself a sharpness-aware variant"),
 ])
 def test_bad_base_is_refused(base, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ValueError, match=message) as error:
         create_optimizer_v2(timm.create_model("test_resnet"), opt="sam", lr=0.1, base=base)
+    assert not any(f" {name}," in str(error.value) for name in sam_plugins.available())  # variants are no base
 
 
 def test_step_without_closure_points_to_the_entry_point():
