@@ -46,3 +46,18 @@ def test_readme_toy2d_lines_are_what_the_demo_prints():
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     lines = ["```", "2D test function (XSAM paper App. D.1) -> out/demo/toy2d.png", *toy_lines(toy_paths()), "```"]
     assert block(readme, "demo:toy2d") == "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize(("block_name", "folder"), [("generalization", "docs/generalization"),
+                                                    ("generalization:xsam-alpha-max-4",
+                                                     "docs/generalization/xsam_alpha_max_4")])
+def test_readme_generalization_tables_are_rendered_from_the_committed_runs(block_name, folder):
+    import json
+
+    from sam_plugins.bench.generalization import read_runs, render
+    from sam_plugins.bench.readme import block
+
+    root = Path(__file__).resolve().parent.parent
+    meta = json.loads((root / folder / "meta.json").read_text())
+    expected = render(read_runs(root / folder / "runs.csv"), meta)
+    assert block((root / "README.md").read_text(), block_name) == expected

@@ -54,6 +54,9 @@ def build_optimizer(args: argparse.Namespace, model: nn.Module, variant: type[Sh
                          "its own flag (timm refuses such duplicates too); give each value once")
     opt_kwargs = {**flags, **args.opt_kwargs}
     scaler = CheckpointedGradScaler(device.type) if args.amp and args.amp_dtype == "float16" else None
+    if scaler is not None and device.type != "cuda":
+        logger.warning(f"--amp fp16 on {device.type}: gradients are loss-scaled by a GradScaler here, where timm's "
+                       "train.py scales only on CUDA (fp16 gradients underflow without it)")
     if variant is not None:
         opt_kwargs.update(model=model, distributed=sam_plugins.Distributed(local_ascent=args.sam_local_ascent)
                           if distributed else None)
