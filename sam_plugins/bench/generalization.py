@@ -274,7 +274,7 @@ def render(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
                     f"{_paired(test, base) if base and method != BASE else '—'} | "
                     f"{_paired(test, sam) if sam and method != 'sam' else '—'} | "
                     f"{_mean_std([r['train_acc'] for r in runs])} | "
-                    f"{statistics.fmean(r['epoch_seconds'] for r in runs) / base_time:.2f} | "
+                    + (f"{statistics.fmean(r['epoch_seconds'] for r in runs) / base_time:.2f} | " if base else "— | ")
                     + (f"{statistics.fmean(alpha):.2f} ({statistics.fmean(edge):.0%})" if alpha else "—") + " |")
     return "\n".join(lines) + "\n"
 
