@@ -20,7 +20,6 @@ import csv
 import dataclasses
 import datetime
 import math
-import os
 import platform
 import sys
 from dataclasses import dataclass
@@ -220,11 +219,7 @@ def targets(m: Measured, args: argparse.Namespace, device: torch.device) -> list
 
 
 def machine(device: torch.device, workloads: list[str], command: list[str]) -> list[str]:
-    cpu = platform.processor() or platform.machine()
-    if os.path.exists("/proc/cpuinfo"):
-        with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    where = f"{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
+    where = f"{readme_block.host()}, {torch.get_num_threads()} torch threads"
     if device.type == "cuda":
         where = f"{torch.cuda.get_device_name(device)}; host {where}"
     versions = [f"python {platform.python_version()}", f"torch {torch.__version__}"]

@@ -323,14 +323,6 @@ def figures(rows: list[dict[str, Any]], probes: list[dict[str, Any]], meta: dict
     plt.close(fig)
 
 
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    if os.path.exists("/proc/cpuinfo"):
-        with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    return f"{cpu}, {os.cpu_count()} cores"
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m sam_plugins.bench.generalization", description=__doc__.split("\n")[0])
     p.add_argument("--out", type=Path, default=Path("out/generalization"))
@@ -406,9 +398,9 @@ def main(argv: list[str] | None = None) -> str:
         start = time.perf_counter()
         results = run_all(specs, args.jobs, "sweep")
         results += run_all(remaining(results, meta), args.jobs, "chosen")
-        versions = [f"python {platform.python_version()}", f"torch {torch.__version__}"]
-        meta.update(date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"), machine=machine(),
-                    versions=", ".join(versions) + f"; {args.jobs} processes of 1 torch thread",
+        processes = f"{args.jobs} process{'es' if args.jobs > 1 else ''} of 1 torch thread"
+        meta.update(date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"), machine=readme_block.host(),
+                    versions=f"python {platform.python_version()}, torch {torch.__version__}; {processes}",
                     hours=(time.perf_counter() - start) / 3600)
         with open(args.out / "runs.csv", "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=FIELDS)

@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import platform
 from pathlib import Path
+
+
+def host() -> str:
+    """The machine as the generated blocks name it: CPU model and core count."""
+    cpu = platform.processor() or platform.machine()
+    if os.path.exists("/proc/cpuinfo"):
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    return f"{cpu}, {os.cpu_count()} cores"
 
 
 def markers(readme: Path, name: str) -> tuple[str, str]:
