@@ -423,6 +423,27 @@ def test_timm_flags_reach_timms_own_factories(digits60, tmp_path, monkeypatch):
     assert (run_dir / "args.yaml").is_file() and (run_dir / "last.pth.tar").is_file()
 
 
+def test_without_the_prefetcher_mixup_mixes_training_batches_only(digits60, tmp_path, monkeypatch):
+    """--no-prefetcher: the loop moves the batches itself and, as timm's train.py, applies Mixup to every training
+    batch and to no evaluation batch (timm's Mixup, wrapped to record the batches it mixes)."""
+    import timm_ext.train as entry
+    from timm_ext.training import data
+
+    mixed = []
+
+    class RecordedMixup(data.Mixup):
+        def __call__(self, x, target):
+            mixed.append(len(x))
+            return super().__call__(x, target)
+
+    monkeypatch.setattr(data, "Mixup", RecordedMixup)
+    entry.main(train_argv(digits60, tmp_path, "--model", "test_resnet", "--epochs", "1", "-b", "30", "-vb", "20",
+                          "--opt", "sam", "--lr", "0.01", "--no-prefetcher", "--mixup", "0.5", "--channels-last"))
+    assert mixed == [30, 30]
+    row, = summary(tmp_path)
+    assert math.isfinite(float(row["eval_loss"])) and 0 <= float(row["eval_top1"]) <= 100
+
+
 def test_augmix_splits_with_jsd_loss_split_bn_and_a_cpu_ema_under_sam(digits60, tmp_path):
     """--aug-splits 2 --jsd-loss --split-bn trains a SAM epoch (split BN keeps auxiliary statistics); with
     --model-ema-force-cpu the EMA is kept and saved but, as in timm, not evaluated: the eval metrics are the raw

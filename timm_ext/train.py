@@ -179,8 +179,7 @@ def main(argv: list[str] | None = None) -> OrderedDict | None:
                               decreasing=eval_metric == "loss", resume=resume)
     run = Run(args=args, model=model, ddp_model=ddp_model, optimizer=optimizer, loss_fn=data.train_loss,
               device=device, model_dtype=model_dtype, amp=amp, scaler=scaler, lr_scheduler=lr_scheduler,
-              model_ema=model_ema, mixup=data.mixup, saver=saver, output_dir=output_dir, distributed=distributed,
-              world=world)
+              model_ema=model_ema, mixup=data.mixup, saver=saver, output_dir=output_dir)
 
     eval_metrics: OrderedDict | None = None
     stop_epoch = min(num_epochs, args.stop_epoch) if args.stop_epoch else num_epochs

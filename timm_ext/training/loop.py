@@ -43,8 +43,14 @@ class Run:
     mixup: Any
     saver: CheckpointSaver | None
     output_dir: Path | None
-    distributed: bool
-    world: int
+
+    @property
+    def distributed(self) -> bool:
+        return dist.is_available() and dist.is_initialized()
+
+    @property
+    def world(self) -> int:
+        return dist.get_world_size() if self.distributed else 1
 
     @property
     def primary(self) -> bool:
@@ -77,11 +83,12 @@ def replica_spread(model: nn.Module) -> float:
     return float((high - low).max())
 
 
-def _to_device(run: Run, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """A batch as the model takes it; timm's prefetcher has already moved, normalised and mixed it."""
+def _to_device(run: Run, x: torch.Tensor, y: torch.Tensor, mix: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch as the model takes it (``mix``: Mixup/CutMix for training batches); timm's prefetcher has already
+    moved, normalised and mixed it."""
     if run.args.no_prefetcher:
         x, y = x.to(device=run.device, dtype=run.model_dtype), y.to(run.device)
-        if run.mixup is not None:
+        if mix and run.mixup is not None:
             x, y = run.mixup(x, y)
     if run.args.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
@@ -188,11 +195,8 @@ def validate(run: Run, model: nn.Module, loader: Any) -> OrderedDict:
     totals = torch.zeros(4, dtype=torch.float64, device=run.device)
     criterion = nn.CrossEntropyLoss(reduction="sum")
     with torch.no_grad():
-        for x, y in loader:
-            if run.args.no_prefetcher:
-                x, y = x.to(device=run.device, dtype=run.model_dtype), y.to(run.device)
-            if run.args.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
+        for batch in loader:
+            x, y = _to_device(run, *batch, mix=False)
             with run.amp():
                 output = model(x)
             if isinstance(output, (tuple, list)):
