@@ -56,22 +56,43 @@ def train(digits, out, *args, check=True, aug=False, launcher=(sys.executable,))
     return result
 
 
-def run_with_tracebacks_on_timeout(command, timeout=600):
-    """Run a command in its own process group; past ``timeout``, SIGABRT the whole group so every Python
-    process (torchrun's workers too) prints where each thread is stuck, and fail with that output."""
+def run_with_tracebacks_on_timeout(command, timeout=300):
+    """Run a command; past ``timeout``, SIGABRT it and every process below it (torchrun starts its workers in
+    sessions of their own) so each Python process prints where its threads are stuck, and fail with that output."""
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-                               start_new_session=True, env={**os.environ, "PYTHONFAULTHANDLER": "1"})
+                               env={**os.environ, "PYTHONFAULTHANDLER": "1"})
     try:
         stdout, stderr = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGABRT)
+        stuck = [*descendants(process.pid), process.pid]
+        signal_all(stuck, signal.SIGABRT)
         try:
             stdout, stderr = process.communicate(timeout=30)
         finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
+            signal_all(stuck, signal.SIGKILL)
         raise AssertionError(f"timed out after {timeout} s: {command}\n{stdout[-3000:]}\n{stderr[-20000:]}") from None
     return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+
+
+def descendants(pid):
+    """Every live process below ``pid``, read from /proc."""
+    children = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            children.setdefault(parent, []).append(int(stat.parent.name))
+    found, frontier = [], [pid]
+    while frontier:
+        below = children.get(frontier.pop(), [])
+        found += below
+        frontier += below
+    return found
+
+
+def signal_all(pids, signum):
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
 
 
 def summary(out):
@@ -202,6 +223,41 @@ def test_torchrun_equals_one_process_with_the_same_global_batch(digits60, tmp_pa
     assert max(float((local["state_dict"][k] - one["state_dict"][k]).abs().max()) for k in one["state_dict"]) > 1e-4
     for a, b in zip(summary(tmp_path / "one"), summary(tmp_path / "two"), strict=True):
         assert float(b["train_loss"]) == pytest.approx(float(a["train_loss"]), rel=1e-5)
+
+
+def test_ddp_is_freed_before_the_process_group_is_destroyed(digits60, tmp_path, monkeypatch):
+    """Freed after destroy_process_group, DDP's reducer would destroy the gloo group holding the GIL while gloo's
+    worker thread waits for the GIL: the exit deadlock that hung CI. One process in a one-rank gloo group."""
+    import weakref
+
+    import torch.distributed as dist
+
+    import timm_ext.train as entry
+
+    def one_rank_group(args):
+        dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+        return True, 0, 1
+
+    wrappers = []
+
+    class RecordedDDP(torch.nn.parallel.DistributedDataParallel):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            wrappers.append(weakref.ref(self))
+
+    destroy = dist.destroy_process_group
+    alive_at_destroy = []
+
+    def recorded_destroy(*args, **kwargs):
+        alive_at_destroy.append(sum(ref() is not None for ref in wrappers))
+        destroy(*args, **kwargs)
+
+    monkeypatch.setattr(entry, "setup_distributed", one_rank_group)
+    monkeypatch.setattr(torch.nn.parallel, "DistributedDataParallel", RecordedDDP)
+    monkeypatch.setattr(dist, "destroy_process_group", recorded_destroy)
+    entry.main(train_argv(digits60, tmp_path, "--model", "test_resnet", "--epochs", "1", "-b", "60",
+                          "--opt", "xsam", "--lr", "0.05"))
+    assert len(wrappers) == 1 and alive_at_destroy == [0] and not dist.is_initialized()
 
 
 def test_loader_workers_and_torch_compile_leave_training_unchanged(digits60, tmp_path):
