@@ -174,8 +174,11 @@ def test_xsam_probe_and_update_equal_an_independent_computation(data_bin):
 
 def test_tiny_rho_equals_the_plain_base_optimizer(data_bin, tmp_path):
     args = ["--max-update", "6", "--update-freq", "2", "--adam-betas", "(0.9, 0.98)"]
-    train(data_bin, tmp_path / "adam", "--optimizer", "adam", *args)
-    train(data_bin, tmp_path / "sam", "--optimizer", "sam", "--sam-rho", "1e-12", *args)
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        runs = [pool.submit(train, data_bin, tmp_path / "adam", "--optimizer", "adam", *args),
+                pool.submit(train, data_bin, tmp_path / "sam", "--optimizer", "sam", "--sam-rho", "1e-12", *args)]
+        for run in runs:
+            run.result()
     plain, sam = model_weights(tmp_path / "adam/checkpoint_last.pt"), model_weights(tmp_path / "sam/checkpoint_last.pt")
     for key in plain:
         torch.testing.assert_close(sam[key], plain[key], rtol=1e-5, atol=1e-6)
@@ -218,12 +221,13 @@ def per_update_log(text):
     return lines
 
 
-@pytest.mark.parametrize("name", ["xsam", "fsam", "evsam", "gsam"])
+@pytest.mark.parametrize("name", ["xsam", "evsam"])
 def test_sigkill_mid_epoch_and_restart_continue_bit_identically(data_bin, tmp_path, name):
     """An epoch is 8 updates; the run is killed after saving at update 3 and restarted with the same
     command. fairseq calls begin_epoch again for the unfinished epoch; XSAM (probing once per epoch)
-    must not probe again, and every variant's state must carry over: each later update's log line and
-    the final weights and optimizer state equal the uninterrupted run's."""
+    must not probe again, X-SAM's eigenvector state and schedule must carry over: each later update's log
+    line and the final weights and optimizer state equal the uninterrupted run's. (Every variant's state
+    across a save and load: tests/test_engine.py::test_resume_is_bit_identical.)"""
     args = ["--optimizer", name, "--max-update", "10", "--save-interval-updates", "3", "--keep-interval-updates", "1"]
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         straight = pool.submit(train, data_bin, tmp_path / "straight", *args)
