@@ -120,8 +120,11 @@ def digits200(tmp_path_factory):
 
 @pytest.mark.parametrize("name", sam_plugins.available())
 def test_every_variant_trains_an_epoch(digits200, tmp_path, name):
-    train(digits200, tmp_path, "--model", "test_resnet", "--epochs", "1", "--opt", name, "--lr", "0.05",
-          "--opt-kwargs", "base=momentum", "--sam-rho", "0.05")
+    """In this process (the command line's own main): the other tests run the command itself."""
+    import timm_ext.train as entry
+
+    entry.main(train_argv(digits200, tmp_path, "--model", "test_resnet", "--epochs", "1", "--opt", name,
+                          "--lr", "0.05", "--opt-kwargs", "base=momentum", "--sam-rho", "0.05"))
     rows = summary(tmp_path)
     assert len(rows) == 1 and math.isfinite(float(rows[0]["eval_loss"])) and float(rows[0]["eval_top1"]) >= 0
     state = weights(tmp_path)["optimizer"]["sam"]
