@@ -253,12 +253,10 @@ def render(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
              "α* = XSAM's mean probed α and the share of probes at the grid's edge."]
     for task in meta["tasks"]:
         for noise in meta["noises"]:
-            base = {r["seed"]: r["test_acc"] for r in best[(task, noise, BASE)][1]} \
-                if (task, noise, BASE) in best else {}
-            sam = {r["seed"]: r["test_acc"] for r in best[(task, noise, "sam")][1]} \
-                if (task, noise, "sam") in best else {}
-            base_time = statistics.fmean(r["epoch_seconds"] for r in best[(task, noise, BASE)][1]) \
-                if base else math.nan
+            base_runs, sam_runs = (best.get((task, noise, method), (None, []))[1] for method in (BASE, "sam"))
+            base = {r["seed"]: r["test_acc"] for r in base_runs}
+            sam = {r["seed"]: r["test_acc"] for r in sam_runs}
+            base_time = statistics.fmean(r["epoch_seconds"] for r in base_runs) if base_runs else math.nan
             lines += ["", f"**{task}, {noise:.0%} label noise** ({meta['epochs'][task]} epochs)", "",
                       "| method | chosen | test % | Δ vs sgd | Δ vs sam | train % | time | α* (edge) |",
                       "|---|---|---|---|---|---|---|---|"]
