@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import contextlib
 import csv
+import hashlib
+import json
+import logging
 import math
 import os
 import re
@@ -139,17 +143,117 @@ def test_xsam_beats_chance_and_logs_alpha(digits, tmp_path):
     assert "alpha" in result.stdout + result.stderr and "train_alpha" in rows[0]
 
 
-def test_resume_is_bit_identical(digits, tmp_path):
-    common = ["--model", "test_resnet", "--opt", "xsam", "--lr", "0.05", "--opt-kwargs", "base=momentum",
-              "--model-ema", "--scale", "0.5", "1.0", "--hflip", "0.5"]
-    train(digits, tmp_path / "straight", *common, "--epochs", "3", aug=True)
-    train(digits, tmp_path / "resumed", *common, "--epochs", "3", "--resume",
-          str(tmp_path / "straight" / "run" / "checkpoint-1.pth.tar"), aug=True)
-    assert [r["epoch"] for r in summary(tmp_path / "resumed")] == ["2"]
-    a, b = weights(tmp_path / "straight"), weights(tmp_path / "resumed")
+# What timm's own train.py wrote for these command lines (the shared part is TIMM_COMMON), recorded once on
+# 2026-12-03: huggingface/pytorch-image-models at aa4b5850, its train.py unmodified, run from a directory outside
+# this project against the pinned timm 1.0.31 and torch 2.11.0 on this project's machine kind (AMD EPYC, 2 cores),
+# on the digits folders of the fixtures below. Recorded: its summary.csv rows and a sha256 prefix of
+# last.pth.tar's weights (fingerprint() below). Bitwise values: another CPU kind may round differently.
+TIMM_COMMON = ["--dataset", "", "--num-classes", "10", "--img-size", "16", "-b", "64", "--device", "cpu", "--seed",
+               "42", "--model", "test_resnet", "--epochs", "2", "--log-interval", "100", "--experiment", "run"]
+TIMM_TRAIN_PY = {
+    "sgd-cosine": (
+        "digits", ["--opt", "sgd", "--momentum", "0.9", "--lr", "0.05", "--sched", "cosine", "--workers", "0"],
+        ["0,2.3577687306837602,2.3105405012766522,11.38888888888889,52.5,1e-05",
+         "1,2.2295710390264336,2.036319438616435,23.333333333333332,79.16666666666667,0.010008"],
+        {"state_dict": "b011d0249ce32d42"}),
+    "adamw-ema-smoothing-2-workers": (
+        "digits", ["--opt", "adamw", "--model-ema", "--smoothing", "0.1", "--workers", "2"],
+        ["0,2.3411270921880547,2.3036451074812145,11.666666666666666,51.111111111111114,1e-05",
+         "1,2.127139514142817,2.3035645061069063,11.666666666666666,53.611111111111114,0.010008"],
+        {"state_dict": "26f5f6b80206e13e", "state_dict_ema": "66b4c401d07c8848"}),
+    "lookahead-adahessian-partial-accumulation": (  # 8 batches of 24 in updates of 3, 3 and 2
+        "digits200", ["--opt", "lookahead_adahessian", "--lr", "0.1", "-b", "24", "--grad-accum-steps", "3",
+                      "--workers", "0"],
+        ["0,2.3401946499943733,2.3061396408081056,10.000000305175782,58.99999946594238,1e-05",
+         "1,2.372949495911598,2.3004442501068114,10.500000286102296,54.50000015258789,0.020008"],
+        {"state_dict": "52492f268022db3c"}),
+}
+
+
+def fingerprint(state):
+    digest = hashlib.sha256()
+    for key in sorted(state):
+        digest.update(key.encode())
+        digest.update(state[key].contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+@pytest.mark.parametrize("case", TIMM_TRAIN_PY)
+def test_a_fresh_plain_run_is_timms_train_py_run(request, tmp_path, capsys, caplog, case):
+    """Same command line, same seed: the same weights (and EMA) to the bit and the same summary rows as timm's
+    train.py, whose end-of-run lines this script prints too: '*** Best metric' and the '--result' JSON."""
+    import timm_ext.train as entry
+
+    fixture, args, rows, prints = TIMM_TRAIN_PY[case]
+    caplog.set_level(logging.INFO, logger="timm_ext.train")
+    entry.main(["--data-dir", str(request.getfixturevalue(fixture)), *TIMM_COMMON, "--output", str(tmp_path), *args])
+    assert (tmp_path / "run" / "summary.csv").read_text().splitlines()[1:] == rows
+    checkpoint = weights(tmp_path)
+    assert {key: fingerprint(checkpoint[key]) for key in prints} == prints
+    best = max(rows, key=lambda row: float(row.split(",")[3]))
+    assert f"*** Best metric: {best.split(',')[3]} (epoch {best.split(',')[0]})" in caplog.text
+    result = json.loads(capsys.readouterr().out.split("--result\n")[1])
+    expected = [{"epoch": int(epoch), "train": {"loss": float(train)},
+                 "validation": {"loss": float(loss), "top1": float(top1), "top5": float(top5)}}
+                for epoch, train, loss, top1, top5, _ in (row.split(",") for row in rows)]
+    assert result == sorted(expected, key=lambda r: r["validation"]["top1"])
+
+
+def start_and_kill_after_the_first_checkpoint(argv):
+    """Start a run and SIGKILL it (with its loader workers) as soon as it reports its first epoch checkpoint."""
+    process = subprocess.Popen([sys.executable, "-m", "timm_ext.train", *argv], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        for line in process.stderr:
+            if line.startswith("Current checkpoints:"):
+                break
+        else:
+            raise AssertionError(f"the run ended (exit {process.wait()}) before writing a checkpoint")
+    finally:
+        signal_all([*descendants(process.pid), process.pid], signal.SIGKILL)
+        process.wait()
+    return process.returncode
+
+
+@pytest.mark.parametrize(("opt", "workers"), [("xsam", "0"), ("sgd", "2")])
+def test_a_killed_and_resumed_run_equals_the_uninterrupted_one(digits200, tmp_path, opt, workers):
+    """3 epochs; a second run SIGKILLed right after its first checkpoint, then restarted with --resume auto, ends
+    bit-identical to the uninterrupted one: weights, EMA, optimizer state and summary rows. The augmentations draw
+    from every generator (rand-augment: python's; random erasing: torch's; Mixup/CutMix: numpy's), in this process
+    (-j 0) or in 2 persistent loader workers, whose state the checkpoint carries."""
+    common = ["--model", "test_resnet", "--opt", opt, "--lr", "0.05", "--epochs", "3", "--model-ema",
+              "--model-ema-decay", "0.9", "--mixup", "0.2", "--cutmix", "1.0", "--aa", "rand-m9-mstd0.5",
+              "--reprob", "0.25", "--workers", workers, *(["--opt-kwargs", "base=momentum"] if opt == "xsam" else [])]
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        straight = pool.submit(train, digits200, tmp_path / "straight", *common, aug=True)
+        killed = pool.submit(start_and_kill_after_the_first_checkpoint,
+                             train_argv(digits200, tmp_path / "killed", *common, aug=True))
+        assert killed.result() == -signal.SIGKILL
+        straight.result()
+    assert [r["epoch"] for r in summary(tmp_path / "killed")] == ["0"]
+    train(digits200, tmp_path / "killed", *common, "--resume", "auto", aug=True)
+    assert summary(tmp_path / "killed") == summary(tmp_path / "straight")
+    a, b = weights(tmp_path / "straight"), weights(tmp_path / "killed")
     for key in ("state_dict", "state_dict_ema"):
         assert all(torch.equal(a[key][k], b[key][k]) for k in a[key]), key
-    assert a["optimizer"]["sam"] == b["optimizer"]["sam"]
+    assert_equal_nested(a["optimizer"], b["optimizer"])
+
+
+def assert_equal_nested(a, b, where="optimizer"):
+    """Bitwise equality of nested state (tensors, numbers, lists, dicts)."""
+    assert type(a) is type(b), where
+    if isinstance(a, torch.Tensor):
+        assert torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for key in a:
+            assert_equal_nested(a[key], b[key], f"{where}[{key!r}]")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_equal_nested(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, where
 
 
 def test_gradient_accumulation_equals_the_large_batch(digits, tmp_path):
@@ -178,6 +282,7 @@ def test_bf16_autocast_runs(digits60, tmp_path):
     (["--opt", "sam", "--sam-rho-m", "0.3"], "--opt sam has no hyperparameter(s) ['rho_m']"),
     (["--opt", "xsam", "--clip-grad", "1", "--clip-mode", "agc"], "--clip-mode agc is not supported"),
     (["--opt", "xsam", "--opt-kwargs", "base=adamm"], "unknown base optimizer 'adamm'; did you mean adam"),
+    (["--opt", "xsam", "--opt-kwargs", "base=adahessian"], "base='adahessian' is a second-order optimizer"),
     (["--opt", "xsam", "--sam-grad-scale", "norm"], "invalid choice: 'norm'"),
     (["--opt", "sgd", "--opt-kwargs", "lr=0.5"], "--opt-kwargs lr=0.5: already set by its own flag"),
     (["--opt", "xsam", "--sam-rho", "0.1", "--opt-kwargs", "rho=0.2"], "--opt-kwargs rho=0.2: already set by its own"),
@@ -379,6 +484,30 @@ def test_lookahead_over_a_variant_trains_and_resumes_bit_identically(digits60, t
     assert sam["counters"]["updates"] == 6 and all("lookahead_slow_buff" in s for s in sam["state"].values())
     assert all(group["lookahead_step"] == 6 for group in a["optimizer"]["param_groups"])
     assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
+
+
+@pytest.mark.parametrize("opt", ["lookahead_momentum", "lookahead_sam"])
+def test_lookaheads_epoch_end_sync_changes_no_weight_as_in_timm(digits60, tmp_path, monkeypatch, opt):
+    """timm's train.py clears the gradients (to None) right after each step, so the sync_lookahead() it calls at
+    each epoch's end skips every parameter; so does this script, for plain optimizers and variants alike."""
+    import timm.optim
+
+    import timm_ext.train as entry
+
+    changed = []
+    sync = timm.optim.Lookahead.sync_lookahead
+
+    def observed_sync(optimizer):
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        before = [p.detach().clone() for p in params]
+        sync(optimizer)
+        changed.append(sum(not torch.equal(b, p) for b, p in zip(before, params)))
+
+    monkeypatch.setattr(timm.optim.Lookahead, "sync_lookahead", observed_sync)
+    # 2 updates an epoch: the first sync would only create the slow weights; the second would move the model
+    entry.main(train_argv(digits60, tmp_path, "--model", "test_resnet", "--opt", opt, "--lr", "0.05", "-b", "30",
+                          "--epochs", "2"))
+    assert changed == [0, 0]
 
 
 def test_adaptive_clipping_of_a_plain_optimizer_leaves_the_head_out_as_timm_does(digits60, tmp_path):

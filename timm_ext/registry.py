@@ -33,6 +33,9 @@ def timm_base(name: str) -> tuple[Callable[..., torch.optim.Optimizer], OptimInf
         raise ValueError(f"unknown base optimizer {name!r}; "
                          + (f"did you mean {', '.join(near)}? " if near else "")
                          + f"timm's plain optimizers: {', '.join(plain)}") from None
+    if info.second_order:
+        raise ValueError(f"base={name!r} is a second-order optimizer (its update needs the backward graph kept); "
+                         "sharpness-aware variants take first-order bases only, such as 'sgd', 'momentum' or 'adamw'")
     return default_registry.get_optimizer_class(info, bind_defaults=True), info
 
 

@@ -18,6 +18,7 @@ import argparse
 import contextlib
 import functools
 import importlib
+import json
 import logging
 import math
 import os
@@ -38,7 +39,7 @@ from timm.utils import ModelEmaV3, distribute_bn, random_seed, set_jit_fuser
 from torch import nn
 
 import timm_ext  # noqa: F401  (registers the variants)
-from timm_ext.training.data import build_data
+from timm_ext.training.data import Data, build_data
 from timm_ext.training.flags import check_args, parse_args
 from timm_ext.training.loop import Run, replica_spread, train_one_epoch, validate
 from timm_ext.training.optim import build_optimizer, resolve_lr
@@ -49,6 +50,7 @@ from timm_ext.training.outputs import (
     start_outputs,
     write_summary,
 )
+from timm_ext.training.rng import CHECKPOINT_KEY, RunRandomState
 
 _logger = logging.getLogger("timm_ext.train")
 
@@ -108,6 +110,44 @@ def _set_loader_epoch(loader: object, epoch: int) -> None:
         loader.sampler.set_epoch(epoch)
 
 
+def run_epoch(run: Run, data: Data, epoch: int, num_epochs: int) -> tuple[OrderedDict, OrderedDict | None] | None:
+    """Train an epoch, average BatchNorm statistics over replicas and, at --val-interval epochs, evaluate the model
+    (and its EMA, whose metrics are then the eval metrics, as timm) and write the summary row. Returns the train
+    and eval metrics, or None for an epoch timm neither evaluates nor checkpoints."""
+    args, model, model_ema = run.args, run.model, run.model_ema
+    distributed, primary, world = run.distributed, run.primary, run.world
+    _set_loader_epoch(data.train, epoch)
+    train_metrics = train_one_epoch(run, epoch, data.train)
+    if distributed and args.dist_bn in ("broadcast", "reduce"):
+        distribute_bn(model, world, args.dist_bn == "reduce")
+    if distributed:
+        spread = replica_spread(model)
+        if primary:
+            _logger.info(f"Epoch {epoch}: replica spread {spread:.3g}")
+    completed = epoch + 1
+    if primary:
+        _logger.info(f"Epoch {epoch}: train loss {train_metrics['loss']:.4f}")
+    if completed % args.val_interval != 0 and completed != num_epochs:
+        if primary:
+            _logger.info(f"Epoch {epoch}: no evaluation or checkpoint (--val-interval {args.val_interval})")
+        return None
+    eval_metrics = None
+    if data.eval is not None:
+        evaluated = [("", model)]
+        if model_ema is not None and not args.model_ema_force_cpu:  # as timm: a CPU EMA is not evaluated
+            if distributed and args.dist_bn in ("broadcast", "reduce"):
+                distribute_bn(model_ema.module, world, args.dist_bn == "reduce")
+            evaluated.append((" (EMA)", model_ema.module))
+        for suffix, evaluated_model in evaluated:
+            eval_metrics = validate(run, evaluated_model, data.eval)
+            if primary:
+                _logger.info(f"Epoch {epoch}{suffix}: eval loss {eval_metrics['loss']:.4f}  "
+                             f"top1 {eval_metrics['top1']:.2f}  top5 {eval_metrics['top5']:.2f}")
+    if run.output_dir is not None:
+        write_summary(args, run.output_dir, epoch, train_metrics, eval_metrics, run.optimizer)
+    return train_metrics, eval_metrics
+
+
 def main(argv: list[str] | None = None) -> OrderedDict | None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args, args_text = parse_args(argv)
@@ -130,7 +170,7 @@ def main(argv: list[str] | None = None) -> OrderedDict | None:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.benchmark = True
     model_dtype = getattr(torch, args.model_dtype) if args.model_dtype else None
-    random_seed(args.seed, rank)
+    random_seed(args.seed, rank)  # once, where timm seeds: a resume restores the state saved in the checkpoint
     if args.fuser:
         set_jit_fuser(args.fuser)
     if args.fast_norm:
@@ -160,6 +200,7 @@ def main(argv: list[str] | None = None) -> OrderedDict | None:
         ddp_model = nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None,
                                                         broadcast_buffers=not args.no_ddp_bb)
     data = build_data(args, data_config, distributed, device, model_dtype)
+    random_state = RunRandomState(data.train, data.eval, args.seed)
 
     eval_metric = args.eval_metric if data.eval is not None else "loss"  # timm: the train loss without eval
     updates_per_epoch = math.ceil(len(data.train) / args.grad_accum_steps)
@@ -172,58 +213,43 @@ def main(argv: list[str] | None = None) -> OrderedDict | None:
             lr_scheduler.step_update(start_epoch * updates_per_epoch)
         else:
             lr_scheduler.step(start_epoch)
-    output_dir = saver = None
+    output_dir = saver = entries = None
     if primary:
         output_dir = run_directory(args, data_config["input_size"])
-        saver = start_outputs(args, args_text, output_dir, model, optimizer, model_ema, scaler,
-                              decreasing=eval_metric == "loss", resume=resume)
+        saver, entries = start_outputs(args, args_text, output_dir, model, optimizer, model_ema, scaler,
+                                       decreasing=eval_metric == "loss", resume=resume)
     run = Run(args=args, model=model, ddp_model=ddp_model, optimizer=optimizer, loss_fn=data.train_loss,
               device=device, model_dtype=model_dtype, amp=amp, scaler=scaler, lr_scheduler=lr_scheduler,
               model_ema=model_ema, mixup=data.mixup, saver=saver, output_dir=output_dir)
 
+    if resume:
+        random_state.restore(load_checkpoint_entry(resume, CHECKPOINT_KEY), rank, world)
     eval_metrics: OrderedDict | None = None
+    results: list[dict] = []
+    best_metric = best_epoch = None
     stop_epoch = min(num_epochs, args.stop_epoch) if args.stop_epoch else num_epochs
-    for epoch in range(start_epoch, stop_epoch):
-        random_seed(args.seed + 1000 * epoch, rank)  # torch, numpy and random: augmentations too
-        _set_loader_epoch(data.train, epoch)
-        train_metrics = train_one_epoch(run, epoch, data.train)
-        if distributed and args.dist_bn in ("broadcast", "reduce"):
-            distribute_bn(model, world, args.dist_bn == "reduce")
-        if distributed:
-            spread = replica_spread(model)
-            if primary:
-                _logger.info(f"Epoch {epoch}: replica spread {spread:.3g}")
-        completed = epoch + 1
-        if primary:
-            _logger.info(f"Epoch {epoch}: train loss {train_metrics['loss']:.4f}")
-        if completed % args.val_interval != 0 and completed != num_epochs:
-            if primary:
-                _logger.info(f"Epoch {epoch}: no evaluation or checkpoint (--val-interval {args.val_interval})")
+    try:
+        for epoch in range(start_epoch, stop_epoch):
+            metrics = run_epoch(run, data, epoch, num_epochs)
+            if metrics is None:  # as timm: no evaluation, no checkpoint in this epoch
+                if lr_scheduler is not None:
+                    lr_scheduler.step(epoch + 1, None)
+                continue
+            train_metrics, eval_metrics = metrics
+            saved_state = random_state.gather()  # every rank's, into rank 0's checkpoint
+            latest_metric = (eval_metrics or train_metrics)[eval_metric]
+            if saver is not None:
+                entries.random_state = saved_state
+                best_metric, best_epoch = saver.save_checkpoint(epoch, metric=latest_metric)
+                entries.random_state = None
+                if args.save_epochs and epoch + 1 in args.save_epochs:
+                    saver.save_milestone(epoch + 1)
             if lr_scheduler is not None:
-                lr_scheduler.step(completed, None)
-            continue
-        eval_metrics = None
-        if data.eval is not None:
-            evaluated = [("", model)]
-            if model_ema is not None and not args.model_ema_force_cpu:  # as timm: a CPU EMA is not evaluated
-                if distributed and args.dist_bn in ("broadcast", "reduce"):
-                    distribute_bn(model_ema.module, world, args.dist_bn == "reduce")
-                evaluated.append((" (EMA)", model_ema.module))
-            for suffix, evaluated_model in evaluated:
-                eval_metrics = validate(run, evaluated_model, data.eval)
-                if primary:
-                    _logger.info(f"Epoch {epoch}{suffix}: eval loss {eval_metrics['loss']:.4f}  "
-                                 f"top1 {eval_metrics['top1']:.2f}  top5 {eval_metrics['top5']:.2f}")
-        # As timm: with --model-ema the EMA's metrics are the eval metrics (summary, model_best, plateau).
-        latest_metric = (eval_metrics or train_metrics)[eval_metric]
-        if output_dir is not None:
-            write_summary(args, output_dir, epoch, train_metrics, eval_metrics, optimizer)
-        if saver is not None:
-            saver.save_checkpoint(epoch, metric=latest_metric)
-            if args.save_epochs and completed in args.save_epochs:
-                saver.save_milestone(completed)
-        if lr_scheduler is not None:
-            lr_scheduler.step(completed, latest_metric)
+                lr_scheduler.step(epoch + 1, latest_metric)
+            results.append({"epoch": epoch, "train": train_metrics,
+                            **({"validation": eval_metrics} if eval_metrics is not None else {})})
+    except KeyboardInterrupt:  # as timm: stop, then report what was done
+        pass
     if distributed:
         dist.barrier()  # rank 0 may still be writing checkpoints; leave together
         # DDP goes first. Freed after the group left torch's registry, DDP's reducer would drop the group's last
@@ -231,6 +257,12 @@ def main(argv: list[str] | None = None) -> OrderedDict | None:
         # last finished work and need the GIL: a deadlock at exit (torch 2.11; 2 of 22 torchrun runs on 2 busy cores).
         del run, ddp_model
         dist.destroy_process_group()
+    if best_metric is not None:
+        _logger.info(f"*** Best metric: {best_metric} (epoch {best_epoch})")
+    if primary:  # timm's parsable summary (its bulk_runner reads it): the 10 best epochs, best last
+        ranked = sorted(results, key=lambda r: r.get("validation", r["train"]).get(eval_metric, 0),
+                        reverse=eval_metric == "loss")
+        print(f"--result\n{json.dumps(ranked[-10:], indent=4)}")
     return eval_metrics
 
 

@@ -17,7 +17,7 @@ import torch
 import torch.distributed as dist
 import torchvision.utils
 from timm.models import model_parameters
-from timm.utils import CheckpointSaver, ModelEmaV3, accuracy, dispatch_clip_grad
+from timm.utils import AverageMeter, CheckpointSaver, ModelEmaV3, accuracy, dispatch_clip_grad, reduce_tensor
 from torch import nn
 
 from sam_plugins import SharpnessAware
@@ -95,10 +95,9 @@ def _to_device(run: Run, x: torch.Tensor, y: torch.Tensor, mix: bool = True) -> 
     return x, y
 
 
-def _step_plain(run: Run, forward_backward: Any) -> torch.Tensor:
-    """A plain optimizer's update as timm makes it: unscale, clip (agc leaves the head out), step."""
-    run.optimizer.zero_grad()
-    loss = forward_backward()
+def _step_plain(run: Run, forward_backward: Any) -> None:
+    """A plain optimizer's update as timm makes it: backward, unscale, clip (agc leaves the head out), step."""
+    forward_backward()
     if run.scaler is not None:
         run.scaler.unscale_(run.optimizer)
     if run.args.clip_grad is not None:
@@ -108,11 +107,11 @@ def _step_plain(run: Run, forward_backward: Any) -> torch.Tensor:
         run.scaler.step(run.optimizer)
     else:
         run.optimizer.step()
-    return loss
 
 
 def train_one_epoch(run: Run, epoch: int, loader: Any) -> OrderedDict:
-    """One epoch; each update covers ``--grad-accum-steps`` micro-batches, all replayed by SAM variants."""
+    """One epoch; each update covers ``--grad-accum-steps`` micro-batches, all replayed by SAM variants. Losses,
+    gradients and the logged train loss are computed as timm's train.py computes them, to the last bit."""
     args, optimizer = run.args, run.optimizer
     run.model.train()
     sam = sharpness_aware(optimizer)
@@ -123,10 +122,12 @@ def train_one_epoch(run: Run, epoch: int, loader: Any) -> OrderedDict:
             run.mixup.mixup_enabled = False
         elif getattr(loader, "mixup_enabled", False):
             loader.mixup_enabled = False
+    second_order = bool(getattr(optimizer, "is_second_order", False))  # timm: adahessian's backward keeps the graph
     shown = ("alpha", "sharpness") if sam is not None else ()
     updates_per_epoch = math.ceil(len(loader) / args.grad_accum_steps)
     num_updates = epoch * updates_per_epoch
-    loss_sum, updates, start, samples = 0.0, 0, time.perf_counter(), 0
+    losses, start, samples = AverageMeter(), time.perf_counter(), 0
+    optimizer.zero_grad()
     iterator = iter(loader)
     for update_idx in range(updates_per_epoch):
         batches = []
@@ -137,78 +138,92 @@ def train_one_epoch(run: Run, epoch: int, loader: Any) -> OrderedDict:
                 break
         if not batches:
             break
-        total = sum(len(x) for x, _ in batches)
+        logged: list[tuple[float, int]] = []  # pass 0's micro-batch losses, as timm logs them
 
-        def forward_backward(batches: list = batches, total: int = total) -> torch.Tensor:
-            """Loss and gradient of all micro-batches of this update, each weighted by its share."""
+        def forward_backward(batches: list = batches, logged: list = logged) -> torch.Tensor:
+            """Loss and gradient of all micro-batches of this update, each loss divided by their number (as timm)."""
+            first_pass = not logged
             loss_sum = torch.zeros((), device=run.device)
             for i, (x, y) in enumerate(batches):
                 local = run.distributed and (i < len(batches) - 1 or (sam is not None and not sam.sync_gradients))
                 with run.ddp_model.no_sync() if local else contextlib.nullcontext():
                     with run.amp():
-                        loss = run.loss_fn(run.ddp_model(x), y) * (len(x) / total)
+                        loss = run.loss_fn(run.ddp_model(x), y)
+                    if len(batches) > 1:
+                        loss = loss / len(batches)
                     if sam is not None:
                         sam.backward(loss)
                     else:
-                        (run.scaler.scale(loss) if run.scaler is not None else loss).backward()
+                        scaled = run.scaler.scale(loss) if run.scaler is not None else loss
+                        scaled.backward(create_graph=second_order)
+                if first_pass:
+                    logged.append((loss.item() * len(batches), len(x)))
                 loss_sum = loss_sum + loss.detach().float()
             return loss_sum
 
-        loss = optimizer.step(forward_backward) if sam is not None else _step_plain(run, forward_backward)
+        if sam is not None:
+            optimizer.step(forward_backward)
+        else:
+            _step_plain(run, forward_backward)
         if run.scaler is not None:
             run.scaler.update()
+        for value, size in logged:
+            losses.update(value, size)
         num_updates += 1
+        optimizer.zero_grad()  # as timm, right after the step: Lookahead's epoch-end sync then finds no gradient
         if run.model_ema is not None:
             run.model_ema.update(run.model, step=num_updates)
         if args.synchronize_step and run.device.type == "cuda":
             torch.cuda.synchronize()
-        last_loss = float(loss)
-        loss_sum, updates = loss_sum + last_loss, updates + 1
-        samples += total * run.world
+        samples += sum(len(x) for x, _ in batches) * run.world
         if update_idx % args.log_interval == 0 or update_idx == updates_per_epoch - 1:
             stats = sam.stats if sam is not None else {}
-            values = mean_over_replicas([last_loss, *(stats.get(k, math.nan) for k in shown)], run)
+            values = mean_over_replicas([losses.val, losses.avg, *(stats.get(k, math.nan) for k in shown)], run)
             rate = samples / max(time.perf_counter() - start, 1e-9)
-            extra = "".join(f"  {k} {v:.4g}" for k, v in zip(shown, values[1:], strict=True) if not math.isnan(v))
+            extra = "".join(f"  {k} {v:.4g}" for k, v in zip(shown, values[2:], strict=True) if not math.isnan(v))
             if run.primary:
-                logger.info(f"Train: {epoch} [{update_idx + 1:>4d}/{updates_per_epoch}]  loss {values[0]:.4f}  "
-                            f"lr {optimizer.param_groups[0]['lr']:.3e}  {rate:.1f} samples/s{extra}")
+                logger.info(f"Train: {epoch} [{update_idx + 1:>4d}/{updates_per_epoch}]  loss {values[0]:.4f} "
+                            f"({values[1]:.4f})  lr {optimizer.param_groups[0]['lr']:.3e}  {rate:.1f} samples/s{extra}")
                 if args.save_images and run.output_dir is not None:
                     torchvision.utils.save_image(batches[-1][0], run.output_dir / f"train-batch-{update_idx}.jpg",
                                                  padding=0, normalize=True)
         if run.saver is not None and args.recovery_interval and (update_idx + 1) % args.recovery_interval == 0:
             run.saver.save_recovery(epoch, batch_idx=update_idx)
         if run.lr_scheduler is not None:
-            run.lr_scheduler.step_update(num_updates=num_updates)
+            run.lr_scheduler.step_update(num_updates=num_updates, metric=losses.avg)
     if hasattr(optimizer, "sync_lookahead"):
-        optimizer.sync_lookahead()  # as timm at each epoch's end: the model ends the epoch on the slow weights
+        optimizer.sync_lookahead()  # as timm; with the gradients already cleared it leaves every weight as it is
+    loss_avg = losses.avg
+    if run.distributed:  # as timm: each replica's mean, averaged in float32
+        loss_avg = reduce_tensor(torch.tensor([loss_avg], dtype=torch.float32, device=run.device), run.world).item()
     stats = sam.stats if sam is not None else {}
-    means = mean_over_replicas([loss_sum / max(updates, 1), *(stats.get(k, math.nan) for k in shown)], run)
-    metrics = OrderedDict(loss=means[0])
-    metrics.update((k, v) for k, v in zip(shown, means[1:], strict=True) if not math.isnan(v))
+    means = mean_over_replicas([stats.get(k, math.nan) for k in shown], run)
+    metrics = OrderedDict(loss=loss_avg)
+    metrics.update((k, v) for k, v in zip(shown, means, strict=True) if not math.isnan(v))
     return metrics
 
 
 def validate(run: Run, model: nn.Module, loader: Any) -> OrderedDict:
-    """Loss, top-1 and top-5 over the (sharded) eval set; ``--tta N`` averages each N consecutive outputs."""
+    """Loss, top-1 and top-5 as timm's train.py computes them: per-batch values (averaged over replicas) weighted by
+    the batch size; ``--tta N`` averages each N consecutive outputs. Top-5 is top-k for fewer than 5 classes."""
     model.eval()
-    totals = torch.zeros(4, dtype=torch.float64, device=run.device)
-    criterion = nn.CrossEntropyLoss(reduction="sum")
-    with torch.no_grad():
+    losses, top1, top5 = AverageMeter(), AverageMeter(), AverageMeter()
+    criterion = nn.CrossEntropyLoss()
+    with torch.inference_mode():
         for batch in loader:
             x, y = _to_device(run, *batch, mix=False)
             with run.amp():
                 output = model(x)
-            if isinstance(output, (tuple, list)):
-                output = output[0]
-            if run.args.tta > 1:
-                output = output.unfold(0, run.args.tta, run.args.tta).mean(dim=2)
-                y = y[0:y.size(0):run.args.tta]
-            k = min(5, output.shape[-1])
-            top1, topk = accuracy(output.float(), y, topk=(1, k))
-            totals += torch.tensor([criterion(output.float(), y).item(), top1.item() * len(y) / 100,
-                                    topk.item() * len(y) / 100, len(y)], dtype=torch.float64, device=run.device)
-    if run.distributed:
-        dist.all_reduce(totals)
-    loss, top1, top5, n = totals.tolist()
-    return OrderedDict(loss=loss / n, top1=100 * top1 / n, top5=100 * top5 / n)
+                if isinstance(output, (tuple, list)):
+                    output = output[0]
+                if run.args.tta > 1:
+                    output = output.unfold(0, run.args.tta, run.args.tta).mean(dim=2)
+                    y = y[0:y.size(0):run.args.tta]
+                loss = criterion(output, y)
+            acc1, acc5 = accuracy(output, y, topk=(1, min(5, output.shape[-1])))
+            if run.distributed:
+                loss, acc1, acc5 = (reduce_tensor(t, run.world) for t in (loss.detach(), acc1, acc5))
+            losses.update(loss.item(), output.shape[0])
+            top1.update(acc1.item(), output.shape[0])
+            top5.update(acc5.item(), output.shape[0])
+    return OrderedDict(loss=losses.avg, top1=top1.avg, top5=top5.avg)
