@@ -1,6 +1,6 @@
 """fairseq checkpoints hold configs (omegaconf, argparse) besides tensors. With torch ≥ 2.6,
 ``torch.load`` defaults to ``weights_only=True`` and refuses them; instead of switching that off
-process-wide, fairseq's loader runs with exactly the classes its checkpoints need allowed."""
+process-wide, fairseq's loaders run with exactly the classes its checkpoints need allowed."""
 
 from __future__ import annotations
 
@@ -24,15 +24,20 @@ def checkpoint_globals() -> list[Any]:
 
 
 def allow_fairseq_checkpoints() -> None:
-    """Wrap fairseq's checkpoint reader in ``torch.serialization.safe_globals`` (idempotent)."""
-    original = checkpoint_utils.load_checkpoint_to_cpu
-    if getattr(original, "_sam_plugins", False):
-        return
+    """Wrap fairseq's two checkpoint readers (resume, generate, ... and ``--ema-seed-model``) in
+    ``torch.serialization.safe_globals`` (idempotent)."""
+    for name in ("load_checkpoint_to_cpu", "load_ema_from_checkpoint"):
+        original = getattr(checkpoint_utils, name)
+        if getattr(original, "_sam_plugins", False):
+            continue
+        setattr(checkpoint_utils, name, _with_checkpoint_globals(original))
 
-    @functools.wraps(original)
-    def load_checkpoint_to_cpu(*args: Any, **kwargs: Any) -> Any:
+
+def _with_checkpoint_globals(reader: Any) -> Any:
+    @functools.wraps(reader)
+    def read(*args: Any, **kwargs: Any) -> Any:
         with torch.serialization.safe_globals(checkpoint_globals()):
-            return original(*args, **kwargs)
+            return reader(*args, **kwargs)
 
-    load_checkpoint_to_cpu._sam_plugins = True  # type: ignore[attr-defined]
-    checkpoint_utils.load_checkpoint_to_cpu = load_checkpoint_to_cpu
+    read._sam_plugins = True  # type: ignore[attr-defined]
+    return read

@@ -34,6 +34,9 @@ from .optimizer import FairseqSAM
 logger = logging.getLogger(__name__)
 
 AVERAGED = ("alpha", "psi", "sharpness", "rho", "eig_cosine")
+# Without a loss scaler to back off (fp32), this many skipped updates in a row end the run with the error fairseq
+# raises for a non-finite gradient; fp16 ends as fairseq's does, at the minimum loss scale.
+MAX_SKIPPED_IN_A_ROW = 10
 SUMMED = {"probed": "probes", "upper_edge": "upper_edge_probes"}
 
 
@@ -133,7 +136,8 @@ def replay_closure(trainer: Trainer, samples: list[Any], precision: Precision, u
     sam, last = precision.sam, len(samples) - 1
 
     def closure() -> torch.Tensor:
-        trainer._set_seed()
+        if sam.core.hp.replay_rng:  # fairseq's per-update seed: the same dropout masks as the first pass
+            trainer._set_seed()
         precision.load_params()
         total: torch.Tensor | None = None
         for i, sample in enumerate(samples):
@@ -219,6 +223,10 @@ def optimizer_step(self: FairseqTask, optimizer: Any, model: Any, update_num: in
     sam.core.step(closure, loss=first_loss)
     skipped = bool(sam.core.stats.get("skipped"))
     backoff = precision.finish(skipped)
+    sam.skipped_in_a_row = sam.skipped_in_a_row + 1 if skipped else 0
+    if sam.skipped_in_a_row >= MAX_SKIPPED_IN_A_ROW and not precision.scaled:
+        raise FloatingPointError(f"{sam.variant.name}: {sam.skipped_in_a_row} updates in a row skipped, the last "
+                                 f"because {sam.core.last_skip}: gradients are Nan/Inf")
     if skipped:
         raise SkippedUpdate(f"{sam.variant.name}: skipped update {update_num + 1} ({sam.core.counters['skipped']} "
                             f"skipped so far): {sam.core.last_skip}; weights and optimizer state unchanged, "

@@ -221,14 +221,25 @@ def per_update_log(text):
     return lines
 
 
-@pytest.mark.parametrize("name", ["xsam", "evsam"])
-def test_sigkill_mid_epoch_and_restart_continue_bit_identically(data_bin, tmp_path, name):
+MEMORY_EFFICIENT_FP16 = "--memory-efficient-fp16"
+
+
+@pytest.mark.parametrize(("name", "flags"), [
+    ("xsam", []), ("evsam", []),
+    ("fsam", [MEMORY_EFFICIENT_FP16]), ("fsam", [MEMORY_EFFICIENT_FP16, "--sam-base", "nag"]),
+    ("evsam", [MEMORY_EFFICIENT_FP16]), ("evsam", [MEMORY_EFFICIENT_FP16, "--sam-base", "nag"]),
+    ("adam", [MEMORY_EFFICIENT_FP16]),  # the reference: fairseq's own optimizer under the same flag
+])
+def test_sigkill_mid_epoch_and_restart_continue_bit_identically(data_bin, tmp_path, name, flags):
     """An epoch is 8 updates; the run is killed after saving at update 3 and restarted with the same
     command. fairseq calls begin_epoch again for the unfinished epoch; XSAM (probing once per epoch)
-    must not probe again, X-SAM's eigenvector state and schedule must carry over: each later update's log
-    line and the final weights and optimizer state equal the uninterrupted run's. (Every variant's state
-    across a save and load: tests/test_engine.py::test_resume_is_bit_identical.)"""
-    args = ["--optimizer", name, "--max-update", "10", "--save-interval-updates", "3", "--keep-interval-updates", "1"]
+    must not probe again, X-SAM's eigenvector state and schedule and F-SAM's gradient average must carry over:
+    each later update's log line and the final weights and optimizer state (the base's too) equal the
+    uninterrupted run's. Under --memory-efficient-fp16 the parameters are fp16 while the Adam/NAG state is fp32,
+    which fairseq's loader special-cases for its own optimizers. (Every variant's state across a save and load:
+    tests/test_engine.py::test_resume_is_bit_identical.)"""
+    args = ["--optimizer", name, *flags, "--max-update", "10", "--save-interval-updates", "3",
+            "--keep-interval-updates", "1"]
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         straight = pool.submit(train, data_bin, tmp_path / "straight", *args)
         train_until_killed(data_bin, tmp_path / "killed", *args, after="@ 3 updates")
@@ -241,13 +252,33 @@ def test_sigkill_mid_epoch_and_restart_continue_bit_identically(data_bin, tmp_pa
     a, b = load(tmp_path / "straight/checkpoint_last.pt"), load(tmp_path / "killed/checkpoint_last.pt")
     for key in a["model"]:
         assert torch.equal(a["model"][key], b["model"][key]), key
-    sa, sb = a["last_optimizer_state"]["sam"], b["last_optimizer_state"]["sam"]
-    assert (sa["counters"], sa["scalars"]) == (sb["counters"], sb["scalars"])
-    assert sa["state"].keys() == sb["state"].keys()
-    for i, entries in sa["state"].items():
-        assert all(torch.equal(value, sb["state"][i][key]) for key, value in entries.items())
+    assert_equal_nested(a["last_optimizer_state"], b["last_optimizer_state"])
+    base_state = [s for s in a["last_optimizer_state"]["state"].values()]
+    assert base_state and all(t.dtype == torch.float32 for s in base_state for k, t in s.items() if k != "step")
+    if name == "adam":
+        return
+    sam = a["last_optimizer_state"]["sam"]
+    own = {"fsam": {"ema"}, "evsam": {"eigvec"}, "xsam": set()}[name]
+    assert all(set(entries) == own for entries in sam["state"].values())  # the variant's state, nothing else
     if name == "xsam":
-        assert sa["counters"]["probes"] == 2  # epoch 1's first update and epoch 2's
+        assert sam["counters"]["probes"] == 2  # epoch 1's first update and epoch 2's
+
+
+def assert_equal_nested(a, b, where="state"):
+    """Bitwise equality of nested state (tensors, numbers, lists, dicts)."""
+    assert type(a) is type(b), where
+    if isinstance(a, torch.Tensor):
+        assert a.dtype == b.dtype and torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for key in a:
+            assert_equal_nested(a[key], b[key], f"{where}[{key!r}]")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_equal_nested(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, where
 
 
 @pytest.mark.parametrize(("saved", "resumed"), [("sgd", "nag")])
@@ -314,6 +345,12 @@ def test_averaged_checkpoints_generate_with_sacrebleu(data_bin, tmp_path):
     (["--optimizer", "sam", "--memory-efficient-fp16", "--sam-base", "sgd"],
      r"ValueError: --optimizer sam --sam-base sgd cannot step fp16/bf16 parameters in place "
      r"\(--memory-efficient-fp16/bf16\): SGD keeps its state in the parameters' precision; use --sam-base adam"),
+    (["--optimizer", "sam", "--momentum", "0.9"],
+     r"--momentum 0.9: a flag of the sgd and nag base; this run's base is adam \(--sam-base adam\)"),
+    (["--optimizer", "sam", "--sam-base", "nag", "--adam-eps", "1e-06"],
+     r"--adam-eps 1e-06: a flag of the adam base; this run's base is nag"),
+    (["--optimizer", "sam", "--clip-norm", "1", "--sam-max-grad-norm", "0.5"],
+     r"--clip-norm 1.0 and --sam-max-grad-norm 0.5: both clip the update direction of --optimizer sam"),
 ])
 def test_bad_flags_fail_fast_with_clear_errors(data_bin, tmp_path, args, message):
     result = train(data_bin, tmp_path, *args, "--max-update", "2", check=False)
@@ -321,6 +358,57 @@ def test_bad_flags_fail_fast_with_clear_errors(data_bin, tmp_path, args, message
     assert re.search(message, result.stdout + result.stderr), (result.stdout + result.stderr)[-2000:]
     assert "begin training epoch" not in result.stdout
     assert not (tmp_path / "checkpoint_last.pt").exists()
+
+
+def test_a_base_takes_its_flags_with_the_defaults_of_fairseqs_own_optimizer(data_bin, tmp_path):
+    """--sam-base nag without --momentum is fairseq's --optimizer nag: momentum 0.99; --momentum 0.5 is used."""
+    for momentum in ([], ["--momentum", "0.5"]):
+        out = tmp_path / f"nag{len(momentum)}"
+        train(data_bin, out, "--optimizer", "sam", "--sam-base", "nag", *momentum, "--max-update", "1")
+        groups = load(out / "checkpoint_last.pt")["last_optimizer_state"]["param_groups"]
+        assert {group["momentum"] for group in groups} == ({0.5} if momentum else {0.99})
+
+
+def test_an_always_non_finite_pass_in_fp32_stops_with_fairseqs_error(data_bin, tmp_path):
+    """ρ 1e30 puts the ascent's point where the loss is not finite: every update is skipped; in fp32, which has no
+    loss scale to lower, the run stops after 10 in a row with fairseq's FloatingPointError, as fairseq's own fp32
+    path stops at a non-finite gradient (fp16 stops at fairseq's minimum loss scale)."""
+    result = train(data_bin, tmp_path, "--optimizer", "sam", "--sam-rho", "1e30", "--max-update", "30", check=False)
+    log = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert re.search(r"FloatingPointError: sam: 10 updates in a row skipped, the last because pass 1 of 1 .*"
+                     r"had a non-finite loss or gradient: gradients are Nan/Inf", log), log[-3000:]
+    assert log.count("skipped update") == 9
+
+
+def test_no_replay_rng_gives_each_pass_fresh_dropout_masks(data_bin, tmp_path):
+    """With dropout on (the transformer's 0.1), replaying fairseq's per-update seed gives every pass the first
+    pass's masks; --sam-no-replay-rng draws new ones, so the runs differ."""
+    for name, flags in (("replay", []), ("fresh", ["--sam-no-replay-rng"])):
+        train(data_bin, tmp_path / name, "--optimizer", "sam", "--sam-rho", "0.5", *flags, "--max-update", "2")
+    a, b = (model_weights(tmp_path / name / "checkpoint_last.pt") for name in ("replay", "fresh"))
+    assert any(not torch.equal(a[key], b[key]) for key in a)
+
+
+def test_changed_sam_flags_take_effect_on_resume_and_are_recorded(data_bin, tmp_path):
+    """fairseq keeps a checkpoint's weight decay on resume; the --sam-* flags of the new command line are used
+    (the per-group ρ included, a change logged) and recorded in the next checkpoint, config and state alike."""
+    train(data_bin, tmp_path, "--optimizer", "sam", "--sam-rho", "0.05", "--max-update", "2")
+    resumed = train(data_bin, tmp_path, "--optimizer", "sam", "--sam-rho", "0.2", "--max-update", "3")
+    assert "--sam-rho 0.2 replaces the checkpoint's 0.05" in resumed.stdout + resumed.stderr
+    assert per_update_log(resumed.stdout)[3]["sam_rho"] == "0.2"
+    checkpoint = load(tmp_path / "checkpoint_last.pt")
+    assert checkpoint["cfg"]["optimizer"]["sam_rho"] == 0.2
+    assert {group["rho"] for group in checkpoint["last_optimizer_state"]["param_groups"]} == {0.2}
+
+
+def test_ema_seed_model_loads_a_checkpoint(data_bin, tmp_path):
+    """--ema-seed-model reads a checkpoint through fairseq's EMA loader, which the plugin lets torch >= 2.6 read."""
+    ema = ["--optimizer", "sam", "--store-ema", "--ema-start-update", "0"]
+    train(data_bin, tmp_path / "seed", *ema, "--max-update", "1")
+    seeded = train(data_bin, tmp_path / "seeded", *ema, "--ema-seed-model", str(tmp_path / "seed/checkpoint_last.pt"),
+                   "--max-update", "1")
+    assert "begin training epoch" in seeded.stdout
 
 
 def test_fully_sharded_data_parallel_is_refused_when_the_optimizer_is_built(data_bin):
