@@ -427,13 +427,15 @@ def test_fully_sharded_data_parallel_is_refused_when_the_optimizer_is_built(data
         optim.build_optimizer(cfg.optimizer, params)
 
 
-def test_help_lists_the_generated_flags(data_bin):
-    text = cli("fairseq-train", str(data_bin), "--user-dir", COMMON[1], "--arch", "transformer", "--optimizer", "xsam",
-               "--help").stdout
+@pytest.mark.parametrize("arch", [["--arch", "transformer"], []])
+def test_help_lists_the_generated_flags(data_bin, arch):
+    """With or without --arch (without it fairseq adds no stage's flags to --help; the plugin adds the optimizer's)."""
+    text = cli("fairseq-train", str(data_bin), "--user-dir", COMMON[1], *arch, "--optimizer", "xsam", "--help").stdout
     for flag in ("--sam-base", "--sam-rho", "--sam-rho-m", "--sam-alpha-max", "--sam-alpha-step",
                  "--sam-no-probe", "--sam-probe-every", "--sam-grad-scale", "--sam-no-replay-rng"):
         assert flag in text
     assert help_default(text, "--sam-rho") == "0.15" and help_default(text, "--sam-alpha-step") == "0.1"
+    assert "(default: sgd 0.0, nag 0.99, as fairseq's own optimizers)" in " ".join(text.split())
 
 
 def help_default(text, flag):
