@@ -8,7 +8,6 @@ import math
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 from fairseq_tools import COMMON, cli, load, make_data_bin, train
+from helpers import assert_equal_nested, free_port
 
 import sam_plugins
 
@@ -264,23 +264,6 @@ def test_sigkill_mid_epoch_and_restart_continue_bit_identically(data_bin, tmp_pa
         assert sam["counters"]["probes"] == 2  # epoch 1's first update and epoch 2's
 
 
-def assert_equal_nested(a, b, where="state"):
-    """Bitwise equality of nested state (tensors, numbers, lists, dicts)."""
-    assert type(a) is type(b), where
-    if isinstance(a, torch.Tensor):
-        assert a.dtype == b.dtype and torch.equal(a, b), where
-    elif isinstance(a, dict):
-        assert a.keys() == b.keys(), where
-        for key in a:
-            assert_equal_nested(a[key], b[key], f"{where}[{key!r}]")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b)):
-            assert_equal_nested(x, y, f"{where}[{i}]")
-    else:
-        assert a == b, where
-
-
 @pytest.mark.parametrize(("saved", "resumed"), [("sgd", "nag")])
 def test_changing_the_base_on_resume_is_refused_with_fairseqs_advice(data_bin, tmp_path, saved, resumed):
     """sgd → nag used to train on with the wrong state (adam ↔ sgd crashed with a bare KeyError); other
@@ -448,12 +431,6 @@ def test_help_shows_each_variants_own_defaults(data_bin, name, flag, default):
     text = cli("fairseq-train", str(data_bin), "--user-dir", COMMON[1], "--arch", "transformer", "--optimizer", name,
                "--help").stdout
     assert help_default(text, flag) == default
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.parametrize("name", ["xsam", "msamplus"])

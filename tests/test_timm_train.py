@@ -13,13 +13,13 @@ import math
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from helpers import assert_equal_nested, free_port
 
 import sam_plugins
 
@@ -239,23 +239,6 @@ def test_a_killed_and_resumed_run_equals_the_uninterrupted_one(digits200, tmp_pa
     assert_equal_nested(a["optimizer"], b["optimizer"])
 
 
-def assert_equal_nested(a, b, where="optimizer"):
-    """Bitwise equality of nested state (tensors, numbers, lists, dicts)."""
-    assert type(a) is type(b), where
-    if isinstance(a, torch.Tensor):
-        assert torch.equal(a, b), where
-    elif isinstance(a, dict):
-        assert a.keys() == b.keys(), where
-        for key in a:
-            assert_equal_nested(a[key], b[key], f"{where}[{key!r}]")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b)):
-            assert_equal_nested(x, y, f"{where}[{i}]")
-    else:
-        assert a == b, where
-
-
 def test_gradient_accumulation_equals_the_large_batch(digits, tmp_path):
     """A LayerNorm model (BatchNorm would see smaller batches): 2 × 32 accumulated = 64."""
     common = ["--model", "test_vit", "--model-kwargs", "img_size=16", "patch_size=4", "--epochs", "1",
@@ -298,11 +281,8 @@ def test_bad_flags_fail_fast(digits, tmp_path, capsys, args, message):
 
 
 def torchrun(processes=2):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     return (str(Path(sys.executable).parent / "torchrun"), "--nproc_per_node", str(processes),
-            "--master_port", str(port))
+            "--master_port", str(free_port()))
 
 
 def test_torchrun_per_replica_ascent_keeps_two_gloo_replicas_identical(digits, tmp_path):

@@ -1,0 +1,33 @@
+"""Small helpers shared by the integration tests."""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+import torch
+
+
+def free_port() -> int:
+    """A TCP port on the loopback address that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def assert_equal_nested(a: Any, b: Any, where: str = "state") -> None:
+    """Bitwise equality of nested state (tensors with their dtypes, numbers, lists, dicts), naming the first
+    place that differs."""
+    assert type(a) is type(b), where
+    if isinstance(a, torch.Tensor):
+        assert a.dtype == b.dtype and torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for key in a:
+            assert_equal_nested(a[key], b[key], f"{where}[{key!r}]")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_equal_nested(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, where
