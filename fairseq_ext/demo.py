@@ -29,8 +29,7 @@ TRAINING = [
     "--no-progress-bar", "--cpu", "--num-workers", "0", "--no-epoch-checkpoints",
 ]
 # ρ: the paper's IWSLT radius (0.15, for a 512-wide model) scaled down by 3 for this 64-wide one.
-# XSAM's ρ_m = 2ρ: the ratio the generalization benchmark chose on validation for every task and noise
-# level at XSAM's default grid (its sweep offered 2ρ and 6ρ; docs/generalization/runs.csv).
+# XSAM's ρ_m = 2ρ: the ratio of the XSAM paper's equal-ρ comparison, which the generalization benchmark uses too.
 RUNS = {
     "adam": ["--optimizer", "adam"],
     "sam": ["--optimizer", "sam", "--sam-rho", "0.05"],

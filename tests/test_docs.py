@@ -48,16 +48,18 @@ def test_readme_toy2d_lines_are_what_the_demo_prints():
     assert block(readme, "demo:toy2d") == "\n".join(lines) + "\n"
 
 
-@pytest.mark.parametrize(("block_name", "folder"), [("generalization", "docs/generalization"),
-                                                    ("generalization:xsam-alpha-max-4",
-                                                     "docs/generalization/xsam_alpha_max_4")])
-def test_readme_generalization_tables_are_rendered_from_the_committed_runs(block_name, folder):
+def test_readme_generalization_block_and_docs_are_rendered_from_the_committed_runs():
+    """The README block, configurations.md and the sensitivity figure's data, from runs.csv and meta.json."""
     import json
 
-    from sam_plugins.bench.generalization import read_runs, render
+    from sam_plugins.bench import generalization as g
     from sam_plugins.bench.readme import block
 
     root = Path(__file__).resolve().parent.parent
-    meta = json.loads((root / folder / "meta.json").read_text())
-    expected = render(read_runs(root / folder / "runs.csv"), meta)
-    assert block((root / "README.md").read_text(), block_name) == expected
+    folder = root / "docs" / "generalization"
+    meta = json.loads((folder / "meta.json").read_text())
+    rows = g.read_runs(folder / "runs.csv")
+    assert block((root / "README.md").read_text(), g.BLOCK) == g.render(rows, meta)
+    assert (folder / "results.md").read_text() == g.render(rows, meta)
+    assert (folder / "configurations.md").read_text() == g.configurations(rows)
+    assert json.loads((folder / "sensitivity.json").read_text()) == json.loads(json.dumps(g.sensitivity(rows, meta)))

@@ -1,15 +1,25 @@
-"""``python -m sam_plugins.bench.generalization``: what each variant does to test accuracy on small real data.
+"""``python -m sam_plugins.bench.generalization``: what each variant does to test accuracy on small real data, under
+one protocol for every method.
 
 Two tasks that install from the package registry and generate locally: MNIST-1D (the ``mnist1d`` package's own
 generator; the MNIST-1D paper's small CNN) and scikit-learn's 8×8 digits (an MLP), each clean and with 40 %
 symmetric label noise on the training and validation labels (the test labels stay clean). Momentum SGD with a
-cosine schedule to zero, long enough that training accuracy has plateaued, is the base; every variant runs over it
-at its declared (paper) defaults, k = 1 or the multi-step defaults, with ρ swept over {½, 1, 2} × its default (and
-XSAM's ρ_m over {2, 6} × ρ). The configuration with the best mean validation accuracy is reported on the test
-split; every seed shares the initial weights, the batch order and the noisy labels across optimizers.
+cosine schedule to zero is the base.
 
-Writes ``runs.csv`` (every run), ``probes.json`` (XSAM's probe curves), ``results.md`` (the tables) and two figures
-under ``--out``; ``--readme`` fills README.md's ``generalization`` block from ``runs.csv`` and ``meta.json``.
+- One grid of 6 configurations for every method: ρ ∈ RHO_GRID for every non-adaptive variant (XSAM: ρ_m = 2ρ),
+  ρ ∈ ADAPTIVE_RHO_GRID for ASAM, lr × weight decay (BASE_GRID) for the base and for the base trained twice as
+  long (``sgd-2x``, compute-matched to the two-pass variants).
+- Every run is scored at its last epoch and at its epoch of best validation accuracy (early stopping on the
+  validation split, never the test split). Per method and column, the configuration with the best mean validation
+  accuracy over the sweep seeds is chosen (ties: the earlier one in grid order, i.e. the smaller ρ, lr, weight
+  decay) and then runs on the remaining seeds.
+- The XSAM paper's protocol as its own table: SGD, its two-pass "SGD" (XSAM at a fixed α = 0), SAM, WSAM, XSAM at a
+  fixed α (probing off; α = the mean α* XSAM probed at that ρ, the paper's WSAM-like ablation) and XSAM at equal ρ,
+  paired per seed over ``--paired-seeds`` seeds.
+
+Runs are appended to ``runs.csv`` as they finish; a re-run skips the runs already there, so the benchmark can be
+completed in several sittings. ``configurations.md`` lists every configuration, ``sensitivity.png`` (drawn from
+``sensitivity.json``) test accuracy against ρ; ``--readme`` fills README.md's ``generalization`` block.
 """
 
 from __future__ import annotations
@@ -25,6 +35,7 @@ import platform
 import statistics
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,9 +48,17 @@ import sam_plugins
 from . import readme as readme_block
 
 NOISES = (0.0, 0.4)
-RHO_SCALES = (0.5, 1.0, 2.0)
-XSAM_RHO_M_RATIOS = (2.0, 6.0)
 BASE = "sgd"
+BASE_2X = "sgd-2x"  # the base at twice the epochs: as many gradient evaluations as a two-pass variant
+TWO_PASS_SGD = "sgd-2pass"  # the XSAM paper's "SGD": XSAM's two passes with the fixed α = 0
+FIXED_ALPHA = "xsam-fixed"  # XSAM with probing off at a fixed α (the paper's WSAM-like ablation)
+RHO_GRID = (0.025, 0.05, 0.1, 0.2, 0.4, 0.8)
+ADAPTIVE_RHO_GRID = tuple(10 * rho for rho in RHO_GRID)  # ASAM's ρ scales |w|-normalised steps (its default: 0.5)
+BASE_GRID = tuple({"lr": lr, "weight_decay": wd} for lr in (0.05, 0.1, 0.2) for wd in (5e-4, 5e-3))
+XSAM_RHO_M_RATIO = 2.0
+EQUAL_RHO = (0.05, 0.1, 0.2)  # the XSAM paper's radii for its equal-ρ comparison run from 0.05 to 0.3
+COLLAPSED = 20.0  # a run ending below this test accuracy (%) has collapsed (chance: 10 %)
+COLUMNS = ("final", "early")  # scored at the last epoch, at the epoch of best validation accuracy
 BLOCK = "generalization"
 
 
@@ -63,9 +82,13 @@ class Spec:
     task: str
     noise: float
     method: str
-    config: str  # JSON of the variant's non-default hyperparameters
+    config: str  # JSON of the hyperparameters that differ from the task's base setting
     seed: int
     epochs: int
+
+    @property
+    def key(self) -> tuple[str, float, str, str, int, int]:
+        return self.task, self.noise, self.method, self.config, self.seed, self.epochs
 
 
 def load_task(name: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -106,17 +129,23 @@ def noisy_split(y: torch.Tensor, noise: float, seed: int) -> tuple[torch.Tensor,
     return order[:cut], order[cut:], torch.where(flip, other, y)
 
 
-def configs(method: str, scales: tuple[float, ...], ratios: tuple[float, ...],
-            alpha_max: float | None = None) -> list[dict[str, float]]:
-    """The swept hyperparameters of one method: ρ × scales (XSAM: and ρ_m = ratio × ρ, and ``alpha_max`` when
-    given)."""
-    if method == BASE:
-        return [{}]
-    rho = next(h.default for h in sam_plugins.get(method).hyperparameters if h.name == "rho")
+def grid(method: str, rhos: Iterable[float] = RHO_GRID) -> list[dict[str, Any]]:
+    """A method's configurations, in grid order (the tie-break order)."""
+    if method in (BASE, BASE_2X):
+        return [dict(c) for c in BASE_GRID]
+    if _default(method, "adaptive"):
+        rhos = [10 * rho for rho in rhos]
     if method == "xsam":
-        grid = {"alpha_max": alpha_max} if alpha_max is not None else {}
-        return [{"rho": rho * s, "rho_m": rho * s * r, **grid} for s in scales for r in ratios]
-    return [{"rho": rho * s} for s in scales]
+        return [{"rho": rho, "rho_m": XSAM_RHO_M_RATIO * rho} for rho in rhos]
+    return [{"rho": rho} for rho in rhos]
+
+
+def _default(method: str, name: str) -> Any:
+    return next((h.default for h in sam_plugins.get(method).hyperparameters if h.name == name), None)
+
+
+def as_config(hyper: dict[str, Any]) -> str:
+    return json.dumps(hyper, sort_keys=True)
 
 
 _DATA: dict[str, tuple[torch.Tensor, ...]] = {}
@@ -128,29 +157,35 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
         return float((model(x).argmax(1) == y).float().mean()) * 100
 
 
+def build_optimizer(spec: Spec, model: nn.Module) -> tuple[torch.optim.Optimizer, Any]:
+    """The run's optimizer and, for a sharpness-aware one, itself again (None for the base)."""
+    task = TASKS[spec.task]
+    hyper = json.loads(spec.config)
+    common = dict(lr=task.lr, momentum=0.9, weight_decay=task.weight_decay)
+    if spec.method in (BASE, BASE_2X):
+        return torch.optim.SGD(model.parameters(), **{**common, **hyper}), None
+    name = "xsam" if spec.method in (TWO_PASS_SGD, FIXED_ALPHA) else spec.method
+    sam = sam_plugins.create(name, model, base="sgd", **common, **hyper)
+    return sam, sam
+
+
 def train(spec: Spec) -> dict[str, Any]:
-    """One run: returns its accuracies, time per epoch and (XSAM) its probes."""
+    """One run: its accuracies at the last epoch and at the epoch of best validation accuracy, time per epoch and
+    (XSAM) its mean probed α and share of probes at the grid's edge."""
     torch.set_num_threads(1)
     task = TASKS[spec.task]
     x, y, xt, yt = _DATA[spec.task]
     train_idx, val_idx, labels = noisy_split(y, spec.noise, spec.seed)
     torch.manual_seed(spec.seed)
     model = build_model(spec.task)
-    hyper = json.loads(spec.config)
-    common = dict(lr=task.lr, momentum=0.9, weight_decay=task.weight_decay)
-    sam = None
-    if spec.method == BASE:
-        optimizer: torch.optim.Optimizer = torch.optim.SGD(model.parameters(), **common)
-    else:
-        sam = sam_plugins.create(spec.method, model, base="sgd", **common, **hyper)
-        optimizer = sam
+    optimizer, sam = build_optimizer(spec, model)
     updates_per_epoch = math.ceil(len(train_idx) / task.batch)
     total = spec.epochs * updates_per_epoch
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda t: 0.5 * (1 + math.cos(math.pi * t / total)))
     order = torch.Generator().manual_seed(spec.seed)
     loss_fn = nn.CrossEntropyLoss()
-    seconds = 0.0
-    for _ in range(spec.epochs):
+    seconds, best = 0.0, (-1.0, 0.0, 0)  # (validation accuracy, test accuracy, epoch) of the best epoch so far
+    for epoch in range(spec.epochs):
         model.train()
         start = time.perf_counter()
         if sam is not None:
@@ -172,251 +207,436 @@ def train(spec: Spec) -> dict[str, Any]:
             optimizer.step(closure)
             schedule.step()
         seconds += time.perf_counter() - start
-    probes = [dict(update=p.update, alphas=list(p.alphas), losses=list(p.losses), alpha=p.alpha, psi=p.psi,
-                   edge=p.edge) for p in getattr(sam, "probe_history", [])]
+        val = accuracy(model, x[val_idx], labels[val_idx])
+        if val > best[0]:  # ties keep the earlier epoch
+            best = (val, accuracy(model, xt, yt), epoch + 1)
+    probes = list(getattr(sam, "probe_history", []))
     return dict(task=spec.task, noise=spec.noise, method=spec.method, config=spec.config, seed=spec.seed,
                 epochs=spec.epochs, test_acc=accuracy(model, xt, yt), val_acc=accuracy(model, x[val_idx],
                                                                                       labels[val_idx]),
+                es_test_acc=best[1], es_val_acc=best[0], es_epoch=best[2],
                 train_acc=accuracy(model, x[train_idx], labels[train_idx]),
                 train_clean_acc=accuracy(model, x[train_idx], y[train_idx]), epoch_seconds=seconds / spec.epochs,
-                skipped=int(sam.counters["skipped"]) if sam is not None else 0, probes=probes)
+                skipped=int(sam.counters["skipped"]) if sam is not None else 0,
+                alpha_mean=statistics.fmean(p.alpha for p in probes) if probes else "",
+                edge_share=sum(p.edge != "" for p in probes) / len(probes) if probes else "")
 
 
-FIELDS = ["task", "noise", "method", "config", "seed", "epochs", "test_acc", "val_acc", "train_acc", "train_clean_acc",
-          "epoch_seconds", "skipped", "alpha_mean", "edge_share"]
-
-
-def _row(result: dict[str, Any]) -> dict[str, Any]:
-    probes = result["probes"]
-    row = {k: result[k] for k in FIELDS[:12]}
-    row["alpha_mean"] = statistics.fmean(p["alpha"] for p in probes) if probes else ""
-    row["edge_share"] = sum(p["edge"] != "" for p in probes) / len(probes) if probes else ""
-    return row
+FIELDS = ["task", "noise", "method", "config", "seed", "epochs", "test_acc", "val_acc", "es_test_acc", "es_val_acc",
+          "es_epoch", "train_acc", "train_clean_acc", "epoch_seconds", "skipped", "alpha_mean", "edge_share"]
+_INTEGERS = {"seed", "epochs", "es_epoch", "skipped"}
 
 
 def read_runs(path: Path) -> list[dict[str, Any]]:
-    numeric = {"noise", "test_acc", "val_acc", "train_acc", "train_clean_acc", "epoch_seconds", "alpha_mean",
-               "edge_share"}
+    if not path.exists():
+        return []
     with open(path) as f:
         rows = list(csv.DictReader(f))
     for row in rows:
-        for key in numeric:
-            row[key] = float(row[key]) if row[key] != "" else None
-        row["seed"], row["epochs"], row["skipped"] = int(row["seed"]), int(row["epochs"]), int(row["skipped"])
+        for key in FIELDS:
+            if key in _INTEGERS:
+                row[key] = int(row[key])
+            elif key not in ("task", "method", "config"):
+                row[key] = float(row[key]) if row[key] != "" else None
     return rows
 
 
-def _mean_std(values: list[float]) -> str:
-    return f"{statistics.fmean(values):.1f} ± {statistics.stdev(values):.1f}" if len(values) > 1 else \
-        f"{values[0]:.1f}"
+def _key(row: dict[str, Any]) -> tuple[str, float, str, str, int, int]:
+    return row["task"], row["noise"], row["method"], row["config"], row["seed"], row["epochs"]
+
+
+def _score(row: dict[str, Any], column: str, kind: str) -> float:
+    """The run's validation (``kind`` "val") or test accuracy in a column."""
+    return row[f"{'es_' if column == 'early' else ''}{kind}_acc"]
+
+
+# ----------------------------------------------------------------------------------------------- the plan
+def sweep_plan(meta: dict[str, Any]) -> list[Spec]:
+    """Every configuration of every grid method on the sweep seeds."""
+    return [Spec(task, noise, method, as_config(config), seed, _epochs(meta, task, method))
+            for task in meta["tasks"] for noise in meta["noises"] for method in meta["methods"]
+            for config in grid(method, meta["rho_grid"]) for seed in range(meta["sweep_seeds"])]
+
+
+def _epochs(meta: dict[str, Any], task: str, method: str) -> int:
+    return meta["epochs"][task] * (2 if method == BASE_2X else 1)
+
+
+def chosen(rows: list[dict[str, Any]], meta: dict[str, Any], column: str) -> dict[tuple[str, float, str], str]:
+    """Per task, noise and grid method: the configuration with the best mean validation accuracy over the sweep
+    seeds in ``column``; ties go to the earlier configuration in grid order. Independent of the rows' order."""
+    runs: dict[tuple[str, float, str, str], list[float]] = {}
+    for row in rows:
+        if row["method"] in meta["methods"] and row["seed"] < meta["sweep_seeds"]:
+            runs.setdefault((row["task"], row["noise"], row["method"], row["config"]), []).append(
+                _score(row, column, "val"))
+    best: dict[tuple[str, float, str], str] = {}
+    for task in meta["tasks"]:
+        for noise in meta["noises"]:
+            for method in meta["methods"]:
+                scored = [(statistics.fmean(runs[key]), -i, config)
+                          for i, config in enumerate(as_config(c) for c in grid(method, meta["rho_grid"]))
+                          if (key := (task, noise, method, config)) in runs
+                          and len(runs[key]) == meta["sweep_seeds"]]
+                if scored:
+                    best[(task, noise, method)] = max(scored)[2]
+    return best
+
+
+def chosen_plan(rows: list[dict[str, Any]], meta: dict[str, Any]) -> list[Spec]:
+    """The configurations chosen in either column, on the remaining seeds."""
+    configs = {(task, noise, method, config) for column in COLUMNS
+               for (task, noise, method), config in chosen(rows, meta, column).items()}
+    return [Spec(task, noise, method, config, seed, _epochs(meta, task, method))
+            for task, noise, method, config in sorted(configs) for seed in range(meta["sweep_seeds"], meta["seeds"])]
+
+
+def protocol_configs(rows: list[dict[str, Any]], meta: dict[str, Any], task: str, noise: float, rho: float
+                     ) -> dict[str, dict[str, Any]] | None:
+    """The equal-ρ comparison's configuration of each method at ρ (None until XSAM's sweep runs at ρ are in: its
+    fixed-α ablation takes their mean probed α, to 0.25)."""
+    alphas = [r["alpha_mean"] for r in rows if (r["task"], r["noise"], r["method"]) == (task, noise, "xsam")
+              and json.loads(r["config"]).get("rho") == rho and r["seed"] < meta["sweep_seeds"]]
+    if len(alphas) < meta["sweep_seeds"]:
+        return None
+    return {BASE: {"lr": TASKS[task].lr, "weight_decay": TASKS[task].weight_decay},
+            TWO_PASS_SGD: {"rho": rho, "probe": False, "alpha": 0.0},
+            "sam": {"rho": rho}, "wsam": {"rho": rho},
+            FIXED_ALPHA: {"rho": rho, "probe": False, "alpha": round(4 * statistics.fmean(alphas)) / 4},
+            "xsam": {"rho": rho, "rho_m": XSAM_RHO_M_RATIO * rho}}
+
+
+def protocol_plan(rows: list[dict[str, Any]], meta: dict[str, Any]) -> list[Spec]:
+    specs = []
+    for task in meta["paired_tasks"]:
+        for noise in meta["noises"]:
+            for rho in meta["equal_rho"]:
+                for method, config in (protocol_configs(rows, meta, task, noise, rho) or {}).items():
+                    specs += [Spec(task, noise, method, as_config(config), seed, meta["epochs"][task])
+                              for seed in range(meta["paired_seeds"])]
+    return specs
+
+
+# ----------------------------------------------------------------------------------------------- statistics
+_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+         2.120, 2.110, 2.101, 2.093, 2.086)  # Student's t, 97.5 % quantile, 1 … 20 degrees of freedom
+
+
+def interval(values: list[float]) -> tuple[float, float]:
+    """Mean and half-width of its 95 % confidence interval (Student's t; 1.96 beyond 20 degrees of freedom)."""
+    mean = statistics.fmean(values)
+    if len(values) < 2:
+        return mean, math.nan
+    t = _T975[len(values) - 2] if len(values) - 1 <= len(_T975) else 1.96
+    return mean, t * statistics.stdev(values) / math.sqrt(len(values))
+
+
+def _mean_ci(values: list[float]) -> str:
+    mean, half = interval(values)
+    return f"{mean:.1f}" if math.isnan(half) else f"{mean:.1f} ± {half:.1f}"
 
 
 def _paired(mine: dict[int, float], theirs: dict[int, float]) -> str:
+    """Paired per-seed difference: mean [95 % CI] (seeds where it is > 0)."""
     seeds = sorted(set(mine) & set(theirs))
+    if not seeds:
+        return "—"
     diffs = [mine[s] - theirs[s] for s in seeds]
-    wins = sum(d > 0 for d in diffs)
-    return f"{_mean_std(diffs).replace('-', '−')} ({wins}/{len(diffs)})"
+    mean, half = interval(diffs)
+    ci = "" if math.isnan(half) else f" [{mean - half:+.1f}, {mean + half:+.1f}]"
+    return f"{mean:+.1f}{ci} ({sum(d > 0 for d in diffs)}/{len(diffs)})".replace("-", "−")
 
 
 def _describe(config: str) -> str:
     hyper = json.loads(config)
-    symbols = {"rho": "ρ", "rho_m": "ρ_m", "alpha_max": "α_max"}
-    return ", ".join(f"{symbols.get(k, k)} {v:g}" for k, v in hyper.items()) or "—"
+    symbols = {"rho": "ρ", "rho_m": "ρ_m", "alpha": "α", "lr": "lr", "weight_decay": "wd"}
+    return ", ".join(f"{symbols.get(k, k)} {v:g}" for k, v in hyper.items() if k != "probe") or "—"
 
 
-def chosen(rows: list[dict[str, Any]], sweep_seeds: int | None = None
-           ) -> dict[tuple[str, float, str], tuple[str, list[dict[str, Any]]]]:
-    """Per task, noise and method: the configuration with the best mean validation accuracy over the sweep seeds
-    (the seeds every configuration ran), and all its runs."""
-    groups: dict[tuple[str, float, str, str], list[dict[str, Any]]] = {}
-    for row in rows:
-        groups.setdefault((row["task"], row["noise"], row["method"], row["config"]), []).append(row)
-    best: dict[tuple[str, float, str], tuple[str, list[dict[str, Any]]]] = {}
-    scores: dict[tuple[str, float, str], float] = {}
-    for (task, noise, method, config), runs in groups.items():
-        score = statistics.fmean(r["val_acc"] for r in runs if sweep_seeds is None or r["seed"] < sweep_seeds)
-        key = (task, noise, method)
-        if key not in best or score > scores[key]:
-            best[key], scores[key] = (config, runs), score
-    return best
+# ----------------------------------------------------------------------------------------------- rendering
+def _runs(rows: list[dict[str, Any]], task: str, noise: float, method: str, config: str, seeds: int
+          ) -> dict[int, dict]:
+    """The runs of one configuration on seeds 0 … seeds − 1 (the equal-ρ comparison runs some on more seeds)."""
+    return {r["seed"]: r for r in rows if (r["task"], r["noise"], r["method"], r["config"]) ==
+            (task, noise, method, config) and r["seed"] < seeds}
+
+
+def _at_edge(method: str, config: str, meta: dict[str, Any]) -> bool:
+    configs = [as_config(c) for c in grid(method, meta["rho_grid"])]
+    return method not in (BASE, BASE_2X) and config in (configs[0], configs[-1])
+
+
+def main_tables(rows: list[dict[str, Any]], meta: dict[str, Any]) -> list[str]:
+    picks = {column: chosen(rows, meta, column) for column in COLUMNS}
+    lines = []
+    for task in meta["tasks"]:
+        for noise in meta["noises"]:
+            lines += ["", f"**{task}, {noise:.0%} label noise** ({meta['epochs'][task]} epochs; "
+                          f"{meta['seeds']} seeds)", "",
+                      "| method | chosen (last epoch) | test % | chosen (early-stopped) | test % | Δ vs sgd | Δ vs sam "
+                      "| collapsed |", "|---|---|---|---|---|---|---|---|"]
+            reference = {}
+            for method in (BASE, "sam"):
+                config = picks["early"].get((task, noise, method))
+                if config is not None:
+                    reference[method] = {s: r["es_test_acc"] for s, r in
+                                         _runs(rows, task, noise, method, config, meta["seeds"]).items()}
+            for method in meta["methods"]:
+                if (task, noise, method) not in picks["final"]:
+                    continue
+                cells = [method]
+                for column in COLUMNS:
+                    config = picks[column][(task, noise, method)]
+                    runs = _runs(rows, task, noise, method, config, meta["seeds"])
+                    edge = " (edge)" if _at_edge(method, config, meta) else ""
+                    cells += [_describe(config) + edge, _mean_ci([_score(r, column, "test") for r in runs.values()])]
+                early_runs = _runs(rows, task, noise, method, picks["early"][(task, noise, method)], meta["seeds"])
+                early = {s: r["es_test_acc"] for s, r in early_runs.items()}
+                cells += [_paired(early, reference[m]) if m in reference and m != method else "—"
+                          for m in (BASE, "sam")]
+                grid_runs = [r for r in rows if (r["task"], r["noise"], r["method"]) == (task, noise, method)
+                             and r["seed"] < meta["sweep_seeds"]]
+                cells.append(f"{sum(r['test_acc'] < COLLAPSED for r in grid_runs)} of {len(grid_runs)}")
+                lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def headlines(rows: list[dict[str, Any]], meta: dict[str, Any]) -> list[str]:
+    """One sentence per task and noise level with the numbers a reader asks first, taken from the tables' data."""
+    picks = {column: chosen(rows, meta, column) for column in COLUMNS}
+    lines = []
+    for task in meta["tasks"]:
+        for noise in meta["noises"]:
+            scores: dict[str, dict[str, dict[int, float]]] = {}
+            for method in (BASE, BASE_2X, "sam", "xsam"):
+                if (task, noise, method) in picks["final"]:
+                    scores[method] = {column: {s: _score(r, column, "test") for s, r in _runs(
+                        rows, task, noise, method, picks[column][(task, noise, method)], meta["seeds"]).items()}
+                        for column in COLUMNS}
+            if not {BASE, "sam", "xsam"} <= set(scores):
+                continue
+            parts = [f"{m} {_mean_ci(list(scores[m]['early'].values()))} "
+                     f"(last epoch {_mean_ci(list(scores[m]['final'].values()))})" for m in scores]
+            lines.append(f"- {task}, {noise:.0%} label noise, early-stopped test %: " + "; ".join(parts)
+                         + f". XSAM − tuned SGD {_paired(scores['xsam']['early'], scores[BASE]['early'])}, "
+                         f"XSAM − SAM {_paired(scores['xsam']['early'], scores['sam']['early'])}.")
+    return lines
+
+
+def protocol_tables(rows: list[dict[str, Any]], meta: dict[str, Any]) -> list[str]:
+    methods = (BASE, TWO_PASS_SGD, "sam", "wsam", FIXED_ALPHA, "xsam")
+    lines = []
+    for task in meta["paired_tasks"]:
+        for noise in meta["noises"]:
+            table = []
+            for rho in meta["equal_rho"]:
+                configs = protocol_configs(rows, meta, task, noise, rho)
+                if configs is None:
+                    continue
+                tests = {m: {s: r["test_acc"] for s, r in
+                             _runs(rows, task, noise, m, as_config(configs[m]), meta["paired_seeds"]).items()}
+                         for m in methods}
+                if any(len(t) < meta["paired_seeds"] for t in tests.values()):
+                    continue
+                table.append(f"| {rho:g} | " + " | ".join(_mean_ci(list(tests[m].values())) for m in methods)
+                             + f" | {configs[FIXED_ALPHA]['alpha']:g} | {_paired(tests['xsam'], tests['sam'])} | "
+                             f"{_paired(tests['xsam'], tests[FIXED_ALPHA])} |")
+            if table:
+                lines += ["", f"**{task}, {noise:.0%} label noise: equal ρ** (last epoch; {meta['paired_seeds']} "
+                              "seeds)", "", "| ρ | " + " | ".join(methods) + " | fixed α | Δ xsam − sam | "
+                              "Δ xsam − xsam-fixed |", "|---" * (len(methods) + 4) + "|", *table]
+    return lines
 
 
 def render(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
-    """The Markdown tables (the README block): one per task and noise level, methods in registry order."""
-    best = chosen(rows, meta["sweep_seeds"])
+    """The README block: the tuned comparison, the equal-ρ comparison and the collapses, all from ``rows``."""
     lines = [f"Measured {meta['date']} on {meta['machine']}; {meta['versions']}.",
-             f"Command: `{meta['command']}` ({len(rows)} runs, {meta['hours']:.2f} h).", "",
-             f"Test accuracy (%) of the configuration with the best mean validation accuracy over seeds 0–"
-             f"{meta['sweep_seeds'] - 1} (every configuration ran on those; the chosen ones then on the rest), mean ± "
-             f"std over {meta['seeds']} seeds; Δ = paired per-seed difference in points (seeds where it is > 0); "
-             "train = accuracy on the (noisy) training labels; time = seconds per epoch relative to the base; "
-             "α* = XSAM's mean probed α and the share of probes at the grid's edge."]
-    for task in meta["tasks"]:
-        for noise in meta["noises"]:
-            base_runs, sam_runs = (best.get((task, noise, method), (None, []))[1] for method in (BASE, "sam"))
-            base = {r["seed"]: r["test_acc"] for r in base_runs}
-            sam = {r["seed"]: r["test_acc"] for r in sam_runs}
-            base_time = statistics.fmean(r["epoch_seconds"] for r in base_runs) if base_runs else math.nan
-            lines += ["", f"**{task}, {noise:.0%} label noise** ({meta['epochs'][task]} epochs)", "",
-                      "| method | chosen | test % | Δ vs sgd | Δ vs sam | train % | time | α* (edge) |",
-                      "|---|---|---|---|---|---|---|---|"]
-            for method in meta["methods"]:
-                if (task, noise, method) not in best:
-                    continue
-                config, runs = best[(task, noise, method)]
-                test = {r["seed"]: r["test_acc"] for r in runs}
-                alpha = [r["alpha_mean"] for r in runs if r["alpha_mean"] is not None]
-                edge = [r["edge_share"] for r in runs if r["edge_share"] is not None]
-                lines.append(
-                    f"| {method} | {_describe(config)} | {_mean_std(list(test.values()))} | "
-                    f"{_paired(test, base) if base and method != BASE else '—'} | "
-                    f"{_paired(test, sam) if sam and method != 'sam' else '—'} | "
-                    f"{_mean_std([r['train_acc'] for r in runs])} | "
-                    + (f"{statistics.fmean(r['epoch_seconds'] for r in runs) / base_time:.2f} | " if base else "— | ")
-                    + (f"{statistics.fmean(alpha):.2f} ({statistics.fmean(edge):.0%})" if alpha else "—") + " |")
+             f"Command: `{meta['command']}` ({len(rows)} runs, {meta['hours']:.2f} h of running).", "",
+             f"Test accuracy (%), mean ± half-width of the 95 % confidence interval over {meta['seeds']} seeds, of the "
+             f"configuration with the best mean validation accuracy over seeds 0–{meta['sweep_seeds'] - 1} (6 "
+             "configurations per method; ties: the smaller ρ / lr / weight decay), scored at the last epoch and at "
+             "the epoch of best validation accuracy (early-stopped). Δ: paired per-seed difference of the "
+             "early-stopped scores, mean [95 % CI] (seeds where it is > 0). (edge): the choice sits at an end of the "
+             f"grid. collapsed: runs of the method's grid ending below {COLLAPSED:g} % test accuracy."]
+    lines += ["", *headlines(rows, meta)]
+    lines += main_tables(rows, meta)
+    lines += protocol_tables(rows, meta)
+    collapses = sorted({(r["task"], r["noise"], r["method"], r["config"]) for r in rows if r["test_acc"] < COLLAPSED})
+    if collapses:
+        lines += ["", "Collapsed configurations (at least one seed below "
+                      f"{COLLAPSED:g} % at the last epoch): "
+                  + "; ".join(f"{t} {n:.0%} {m} {_describe(c)}" for t, n, m, c in collapses) + "."]
     return "\n".join(lines) + "\n"
 
 
-def figures(rows: list[dict[str, Any]], probes: list[dict[str, Any]], meta: dict[str, Any], out: Path) -> None:
-    """accuracy.png: each chosen configuration's test accuracy per seed and its mean; xsam_probes.png: the loss along
-    XSAM's arc against α at four points of training (seed 0 of the chosen configuration), like the paper's Fig. 2."""
+def configurations(rows: list[dict[str, Any]]) -> str:
+    """Every configuration that ran: its seeds and mean accuracies (docs/generalization/configurations.md)."""
+    groups: dict[tuple[str, float, str, str, int], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault((row["task"], row["noise"], row["method"], row["config"], row["epochs"]), []).append(row)
+    lines = ["| task | noise | method | configuration | epochs | seeds | val % | test % | early-stopped val % | "
+             "early-stopped test % | collapsed |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for (task, noise, method, config, epochs), runs in sorted(groups.items()):
+        means = [statistics.fmean(r[k] for r in runs) for k in ("val_acc", "test_acc", "es_val_acc", "es_test_acc")]
+        lines.append(f"| {task} | {noise:.0%} | {method} | {_describe(config)} | {epochs} | {len(runs)} | "
+                     + " | ".join(f"{m:.1f}" for m in means)
+                     + f" | {sum(r['test_acc'] < COLLAPSED for r in runs)} |")
+    return "\n".join(lines) + "\n"
+
+
+def sensitivity(rows: list[dict[str, Any]], meta: dict[str, Any]) -> dict[str, Any]:
+    """The figure's data: per task and noise, each variant's last-epoch test accuracy per seed against ρ (ASAM's
+    ρ / 10, on the same axis), and the base's chosen mean."""
+    data: dict[str, Any] = {}
+    for task in meta["tasks"]:
+        for noise in meta["noises"]:
+            panel: dict[str, Any] = {}
+            for method in meta["methods"]:
+                if method in (BASE, BASE_2X):
+                    continue
+                scale = 10 if _default(method, "adaptive") else 1
+                points = sorted((json.loads(r["config"])["rho"] / scale, r["seed"], r["test_acc"]) for r in rows
+                                if (r["task"], r["noise"], r["method"]) == (task, noise, method)
+                                and r["seed"] < meta["sweep_seeds"])
+                if points:
+                    panel[method] = points
+            base = chosen(rows, meta, "final").get((task, noise, BASE))
+            if base is not None:
+                panel[BASE] = statistics.fmean(r["test_acc"] for r in
+                                               _runs(rows, task, noise, BASE, base, meta["seeds"]).values())
+            data[f"{task}, {noise:.0%} noise"] = panel
+    return data
+
+
+def figure(data: dict[str, Any], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    best = chosen(rows, meta["sweep_seeds"])
-    panels = [(t, n) for t in meta["tasks"] for n in meta["noises"]]
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
-    for ax, (task, noise) in zip(axes[0], panels, strict=True):
-        methods = [m for m in meta["methods"] if (task, noise, m) in best]
-        for i, method in enumerate(methods):
-            values = [r["test_acc"] for r in best[(task, noise, method)][1]]
-            ax.scatter([i] * len(values), values, s=10, alpha=0.6)
-            ax.plot([i - 0.3, i + 0.3], [statistics.fmean(values)] * 2, color="black")
-        ax.set_xticks(range(len(methods)), methods, rotation=60, fontsize=8)
-        ax.set_title(f"{task}, {noise:.0%} noise", fontsize=9)
-        ax.set_ylabel("test accuracy %")
+    fig, axes = plt.subplots(1, len(data), figsize=(4.4 * len(data), 4.2), squeeze=False)
+    colors = plt.get_cmap("tab20").colors
+    for ax, (title, panel) in zip(axes[0], data.items(), strict=True):
+        rhos_seen: set[float] = set()
+        for i, (method, points) in enumerate(panel.items()):
+            if method == BASE:
+                ax.axhline(points, color="black", linestyle="--", linewidth=1, label="sgd (tuned)")
+                continue
+            color = colors[2 * i % len(colors) + (2 * i // len(colors)) % 2]
+            rhos = sorted({p[0] for p in points})
+            rhos_seen.update(rhos)
+            means = [statistics.fmean(a for r, _, a in points if r == rho) for rho in rhos]
+            ax.plot(rhos, means, marker="o", markersize=3, linewidth=1, color=color, label=method)
+            kept = [(r, a) for r, _, a in points if a >= COLLAPSED]
+            fell = [(r, a) for r, _, a in points if a < COLLAPSED]
+            ax.scatter([r for r, _ in kept], [a for _, a in kept], s=6, color=color, alpha=0.5)
+            ax.scatter([r for r, _ in fell], [a for _, a in fell], s=30, marker="x", color=color)
+        ax.set_xscale("log")
+        ax.set_xticks(sorted(rhos_seen), [f"{r:g}" for r in sorted(rhos_seen)])
+        ax.minorticks_off()
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("ρ (ASAM: ρ / 10)")
+        ax.set_ylabel("test accuracy % (last epoch)")
+    axes[0][0].legend(fontsize=6, ncol=2, loc="lower left")
     fig.tight_layout()
-    fig.savefig(out / "accuracy.png", dpi=110)
-    plt.close(fig)
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
-    for ax, (task, noise) in zip(axes[0], panels, strict=True):
-        if (task, noise, "xsam") not in best:
-            continue
-        config = best[(task, noise, "xsam")][0]
-        run = next((p for p in probes if (p["task"], p["noise"], p["config"], p["seed"]) ==
-                    (task, noise, config, min(meta["seeds_list"]))), None)
-        if run is None or not run["probes"]:
-            continue
-        history = run["probes"]
-        for probe in [history[round(i * (len(history) - 1) / 3)] for i in range(4)]:
-            ax.plot(probe["alphas"], probe["losses"], label=f"update {probe['update']} (α* {probe['alpha']:.1f})")
-        ax.set_title(f"XSAM probes: {task}, {noise:.0%} noise", fontsize=9)
-        ax.set_xlabel("α")
-        ax.set_ylabel("loss along the arc")
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / "xsam_probes.png", dpi=110)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
+# ----------------------------------------------------------------------------------------------- running
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m sam_plugins.bench.generalization", description=__doc__.split("\n")[0])
     p.add_argument("--out", type=Path, default=Path("out/generalization"))
     p.add_argument("--tasks", nargs="+", choices=sorted(TASKS), default=list(TASKS))
-    p.add_argument("--methods", nargs="+", choices=[BASE, *sam_plugins.available()],
-                   default=[BASE, *sam_plugins.available()])
-    p.add_argument("--xsam-alpha-max", type=float, default=None, help="XSAM's α grid [0, a] (default: its own, 2)")
+    p.add_argument("--methods", nargs="+", choices=[BASE, BASE_2X, *sam_plugins.available()],
+                   default=[BASE, BASE_2X, *sam_plugins.available()])
     p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--paired-seeds", type=int, default=10, help="seeds of the equal-ρ comparison")
+    p.add_argument("--paired-tasks", nargs="*", choices=sorted(TASKS), default=["digits"],
+                   help="tasks of the equal-ρ comparison")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="worker processes (one torch thread each)")
     p.add_argument("--quick", action="store_true",
-                   help="digits only, sgd/sam/xsam, 3 seeds (2 in the sweep), 2 epochs: checks the pipeline in seconds")
+                   help="digits, sgd/sam/wsam/xsam, 2 radii, 2 epochs, 3 seeds: checks the pipeline in seconds")
     p.add_argument("--readme", type=Path, help="fill this README's block from the results")
-    p.add_argument("--block", default=BLOCK, help=f"the README block's name (default: {BLOCK})")
-    p.add_argument("--render-only", action="store_true", help="re-render tables, figures and README from --out")
-    return p.parse_args(argv)
+    p.add_argument("--render-only", action="store_true", help="re-render the tables, docs and figure from --out")
+    args = p.parse_args(argv)
+    if args.quick and args.readme:
+        p.error("--quick runs a 2-epoch pipeline check; its numbers never go into a README (drop --readme)")
+    return args
 
 
-def plan(args: argparse.Namespace) -> tuple[list[Spec], dict[str, Any]]:
-    """The sweep: every configuration on the first ``sweep_seeds`` seeds (the rest follow for the chosen ones)."""
+def plan_meta(args: argparse.Namespace) -> dict[str, Any]:
     if args.quick:
-        tasks, methods, seeds, sweep_seeds, scales, ratios = ["digits"], [BASE, "sam", "xsam"], 3, 2, (1.0, 2.0), \
-            (2.0,)
-        epochs = {"digits": 2}
-    else:
-        tasks, methods, seeds, sweep_seeds, scales, ratios = args.tasks, args.methods, args.seeds, \
-            min(2, args.seeds), RHO_SCALES, XSAM_RHO_M_RATIOS
-        epochs = {t: TASKS[t].epochs for t in tasks}
-    specs = [Spec(t, n, m, json.dumps(c, sort_keys=True), s, epochs[t]) for t in tasks for n in NOISES
-             for m in methods for c in configs(m, scales, ratios, args.xsam_alpha_max) for s in range(sweep_seeds)]
-    meta = dict(tasks=tasks, noises=list(NOISES), methods=methods, seeds=seeds, sweep_seeds=sweep_seeds,
-                seeds_list=list(range(seeds)), epochs=epochs,
-                command=" ".join(["python -m sam_plugins.bench.generalization", *sys.argv[1:]]))
-    return specs, meta
-
-
-def remaining(results: list[dict[str, Any]], meta: dict[str, Any]) -> list[Spec]:
-    """The chosen configurations (best mean validation accuracy over the sweep seeds) on the other seeds."""
-    best = chosen(results)
-    return [Spec(task, noise, method, config, seed, meta["epochs"][task])
-            for (task, noise, method), (config, _) in best.items()
-            for seed in range(meta["sweep_seeds"], meta["seeds"])]
+        return dict(tasks=["digits"], noises=list(NOISES), methods=[BASE, "sam", "wsam", "xsam"], seeds=3,
+                    sweep_seeds=2, paired_seeds=3, paired_tasks=["digits"], epochs={"digits": 2},
+                    rho_grid=[0.05, 0.1], equal_rho=[0.1])
+    return dict(tasks=args.tasks, noises=list(NOISES), methods=args.methods, seeds=args.seeds,
+                sweep_seeds=min(2, args.seeds), paired_seeds=args.paired_seeds, paired_tasks=args.paired_tasks,
+                epochs={t: TASKS[t].epochs for t in args.tasks}, rho_grid=list(RHO_GRID), equal_rho=list(EQUAL_RHO))
 
 
 def _cost(spec: Spec) -> float:
     """Rough relative cost, so the longest runs start first."""
-    passes = {BASE: 1, "msam": 3, "msamplus": 3, "lsam": 3, "lsamplus": 3, "evsam": 3}.get(spec.method, 2)
-    return passes * spec.epochs * (3 if spec.task == "mnist1d" else 1)
+    passes = {BASE: 1, BASE_2X: 1, "msam": 3, "msamplus": 3, "lsam": 3, "lsamplus": 3, "evsam": 3}.get(spec.method, 2)
+    return passes * spec.epochs * (7 if spec.task == "mnist1d" else 1)
 
 
-def run_all(specs: list[Spec], jobs: int, stage: str) -> list[dict[str, Any]]:
-    for task in {s.task for s in specs} - set(_DATA):
+def run(specs: list[Spec], done: set, jobs: int, csv_path: Path, stage: str) -> list[dict[str, Any]]:
+    """Run the specs not yet in the CSV, appending each result as it finishes."""
+    todo = sorted({s for s in specs if s.key not in done}, key=lambda s: (-_cost(s), s.key))
+    if not todo:
+        return []
+    for task in {s.task for s in todo} - set(_DATA):
         _DATA[task] = load_task(task)
-    ordered = sorted(specs, key=_cost, reverse=True)
     results, start = [], time.perf_counter()
-    context = multiprocessing.get_context("fork")
-    with context.Pool(jobs) as pool:
-        for done, result in enumerate(pool.imap_unordered(train, ordered), 1):
+    new_file = not csv_path.exists()
+    with open(csv_path, "a", newline="") as f, multiprocessing.get_context("fork").Pool(jobs) as pool:
+        writer = csv.DictWriter(f, fieldnames=FIELDS)
+        if new_file:
+            writer.writeheader()
+        for i, result in enumerate(pool.imap_unordered(train, todo), 1):
+            writer.writerow(result)
+            f.flush()
             results.append(result)
-            elapsed = time.perf_counter() - start
-            print(f"{stage} [{done}/{len(specs)}] {elapsed / 60:.1f} min  {result['task']} noise {result['noise']:.1f} "
-                  f"{result['method']} {_describe(result['config'])} seed {result['seed']}: test "
-                  f"{result['test_acc']:.1f}", file=sys.stderr, flush=True)
+            done.add(_key(result))
+            print(f"{stage} [{i}/{len(todo)}] {(time.perf_counter() - start) / 60:.1f} min  {result['task']} noise "
+                  f"{result['noise']:.1f} {result['method']} {_describe(result['config'])} seed {result['seed']}: "
+                  f"test {result['test_acc']:.1f}", file=sys.stderr, flush=True)
     return results
 
 
 def main(argv: list[str] | None = None) -> str:
     args = parse_args(argv)
     if args.readme:
-        readme_block.markers(args.readme, args.block)  # a missing block fails now, not after the run
+        readme_block.markers(args.readme, BLOCK)  # a missing block fails now, not after the run
     args.out.mkdir(parents=True, exist_ok=True)
+    csv_path, meta_path = args.out / "runs.csv", args.out / "meta.json"
     if not args.render_only:
-        specs, meta = plan(args)
+        meta = plan_meta(args)
+        if meta_path.exists():
+            previous = json.loads(meta_path.read_text())
+            meta["hours"] = previous.get("hours", 0.0)
         start = time.perf_counter()
-        results = run_all(specs, args.jobs, "sweep")
-        results += run_all(remaining(results, meta), args.jobs, "chosen")
+        done = {_key(r) for r in read_runs(csv_path)}
+        run(sweep_plan(meta), done, args.jobs, csv_path, "sweep")
+        run(chosen_plan(read_runs(csv_path), meta), done, args.jobs, csv_path, "chosen")
+        run(protocol_plan(read_runs(csv_path), meta), done, args.jobs, csv_path, "equal-ρ")
         processes = f"{args.jobs} process{'es' if args.jobs > 1 else ''} of 1 torch thread"
         meta.update(date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"), machine=readme_block.host(),
                     versions=f"python {platform.python_version()}, torch {torch.__version__}; {processes}",
-                    hours=(time.perf_counter() - start) / 3600)
-        with open(args.out / "runs.csv", "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=FIELDS)
-            writer.writeheader()
-            writer.writerows(_row(r) for r in sorted(results, key=lambda r: (r["task"], r["noise"], r["method"],
-                                                                              r["config"], r["seed"])))
-        (args.out / "probes.json").write_text(json.dumps([{k: r[k] for k in ("task", "noise", "config", "seed",
-                                                                               "probes")}
-                                                          for r in results if r["probes"]]))
-        (args.out / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
-    meta = json.loads((args.out / "meta.json").read_text())
-    rows = read_runs(args.out / "runs.csv")
+                    hours=meta.get("hours", 0.0) + (time.perf_counter() - start) / 3600,
+                    command=" ".join(["python -m sam_plugins.bench.generalization", *sys.argv[1:]]))
+        meta_path.write_text(json.dumps(meta, indent=1) + "\n")
+    meta = json.loads(meta_path.read_text())
+    rows = read_runs(csv_path)
     text = render(rows, meta)
     (args.out / "results.md").write_text(text)
-    if (args.out / "probes.json").exists():  # the committed results keep the figures, not the 8 MB of probes
-        figures(rows, json.loads((args.out / "probes.json").read_text()), meta, args.out)
+    (args.out / "configurations.md").write_text(configurations(rows))
+    data = sensitivity(rows, meta)
+    (args.out / "sensitivity.json").write_text(json.dumps(data) + "\n")
+    figure(data, args.out / "sensitivity.png")
     if args.readme:
-        readme_block.splice(args.readme, text, args.block)
+        readme_block.splice(args.readme, text, BLOCK)
     print(text)
     return text
 
