@@ -27,7 +27,15 @@ def test_label_noise_moves_the_asked_share_to_another_class_and_splits_80_20():
     assert torch.equal(g.noisy_split(y, 0.0, seed=3)[2], y)
 
 
-def test_a_run_is_determined_by_its_seed_and_early_stops_on_validation():
+@pytest.fixture
+def torch_threads():
+    """A run sets one torch thread (the benchmark's worker processes); later tests in this process get theirs back."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_a_run_is_determined_by_its_seed_and_early_stops_on_validation(torch_threads):
     g._DATA["digits"] = g.load_task("digits")
     spec = g.Spec("digits", 0.4, "sam", json.dumps({"rho": 0.05}), 1, 3)
     first, second = g.train(spec), g.train(spec)
