@@ -453,8 +453,9 @@ def render(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     lines = [f"Measured {meta['date']} on {meta['machine']}; {meta['versions']}.",
              f"Command: `{meta['command']}` ({len(rows)} runs, {meta['hours']:.2f} h of running).", "",
              f"Test accuracy (%), mean ± half-width of the 95 % confidence interval over {meta['seeds']} seeds, of the "
-             f"configuration with the best mean validation accuracy over seeds 0–{meta['sweep_seeds'] - 1} (6 "
-             "configurations per method; ties: the smaller ρ / lr / weight decay), scored at the last epoch and at "
+             f"configuration with the best mean validation accuracy over seeds 0–{meta['sweep_seeds'] - 1} "
+             f"({len(meta['rho_grid'])} configurations per variant, {len(BASE_GRID)} for the base; ties: the smaller "
+             "ρ / lr / weight decay), scored at the last epoch and at "
              "the epoch of best validation accuracy (early-stopped). Δ: paired per-seed difference of the "
              "early-stopped scores, mean [95 % CI] (seeds where it is > 0). (edge): the choice sits at an end of the "
              f"grid. collapsed: runs of the method's grid ending below {COLLAPSED:g} % test accuracy."]
