@@ -462,7 +462,8 @@ def render(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     lines += ["", *headlines(rows, meta)]
     lines += main_tables(rows, meta)
     lines += protocol_tables(rows, meta)
-    collapses = sorted({(r["task"], r["noise"], r["method"], r["config"]) for r in rows if r["test_acc"] < COLLAPSED})
+    collapses = sorted({(r["task"], r["noise"], r["method"], r["config"]) for r in rows
+                        if r["test_acc"] < COLLAPSED and r["task"] in meta["tasks"]})
     if collapses:
         lines += ["", "Collapsed configurations (at least one seed below "
                       f"{COLLAPSED:g} % at the last epoch): "
