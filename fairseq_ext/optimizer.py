@@ -210,13 +210,16 @@ class FairseqSAM(FairseqOptimizer):
                            "fairseq_ext with --user-dir so its trainer hooks are installed")
 
 
-def register_all() -> None:
-    """Register a fairseq optimizer for every core variant (idempotent)."""
+def register_variant(variant: type[SharpnessAware]) -> None:
+    """Register a fairseq optimizer for one core variant (idempotent)."""
     from fairseq.optim import OPTIMIZER_REGISTRY
 
-    for name in sam_plugins.available():
-        if name in OPTIMIZER_REGISTRY:
-            continue
-        variant = sam_plugins.get(name)
-        cls = type(f"Fairseq{variant.__name__}", (FairseqSAM,), {"variant": variant, "__doc__": variant.__doc__})
-        register_optimizer(name, dataclass=make_config(variant))(cls)
+    if variant.name in OPTIMIZER_REGISTRY:
+        return
+    cls = type(f"Fairseq{variant.__name__}", (FairseqSAM,), {"variant": variant, "__doc__": variant.__doc__})
+    register_optimizer(variant.name, dataclass=make_config(variant))(cls)
+
+
+def register_all() -> None:
+    """A fairseq optimizer for every core variant, now and registered later."""
+    sam_plugins.on_register(register_variant)

@@ -9,11 +9,12 @@
 """
 
 from .bases import BASES
+from .context import SkipUpdate, Update
 from .distributed import Distributed
 from .engine import SharpnessAware
-from .hyper import Hyper
+from .hyper import COMMON, Hyper, with_defaults
 from .loop import update
-from .registry import available, create, get, register
+from .registry import available, create, get, on_register, register
 from .schedules import RhoFollowsLR
 from .variants.evsam import EVSAM
 from .variants.fsam import FSAM
@@ -23,7 +24,8 @@ from .variants.sam import ASAM, SAM
 from .variants.xsam import XSAM
 
 __all__ = [
-    "ASAM", "BASES", "EVSAM", "FSAM", "GSAM", "LSAM", "MSAM", "SAM", "WSAM", "XSAM", "Distributed", "Hyper",
-    "LSAMPlus", "MSAMPlus", "RhoFollowsLR", "SharpnessAware", "available", "create", "get", "register", "update",
+    "ASAM", "BASES", "COMMON", "EVSAM", "FSAM", "GSAM", "LSAM", "MSAM", "SAM", "WSAM", "XSAM", "Distributed", "Hyper",
+    "LSAMPlus", "MSAMPlus", "RhoFollowsLR", "SharpnessAware", "SkipUpdate", "Update", "available", "create", "get",
+    "on_register", "register", "update", "with_defaults",
 ]
 __version__ = "0.1.0"

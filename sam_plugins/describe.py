@@ -6,8 +6,7 @@ and ranges are the declared ones (a test checks that the README holds them).
 
 from __future__ import annotations
 
-from .engine import COMMON
-from .hyper import Hyper
+from .hyper import COMMON, Hyper
 from .registry import available, get
 
 

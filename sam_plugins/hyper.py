@@ -1,7 +1,8 @@
 """One declaration per hyperparameter: name, type, default, allowed range and help.
 
-Every surface (the Python constructors, fairseq's dataclass configs, timm's flags) is generated from
-these declarations, so a default or a range is written down exactly once.
+Every surface (the Python constructors and their docstrings, fairseq's dataclass configs, timm's flags)
+is generated from these declarations, so a default or a range is written down exactly once. ``COMMON``
+holds the hyperparameters every variant has; ``with_defaults`` gives a variant its own defaults.
 """
 
 from __future__ import annotations
@@ -81,3 +82,26 @@ def resolve(declared: tuple[Hyper, ...], given: dict[str, Any], owner: str) -> d
     if unknown:
         raise TypeError(f"{owner}: unknown hyperparameter(s) {unknown}; declared: {sorted(names)}")
     return {h.name: h.check(given.get(h.name, h.default), owner) for h in declared}
+
+
+def with_defaults(declared: tuple[Hyper, ...], **defaults: Any) -> tuple[Hyper, ...]:
+    """``declared`` with some defaults replaced, e.g. ``with_defaults(COMMON, rho=0.5, adaptive=True)``."""
+    names = {h.name for h in declared}
+    unknown = sorted(set(defaults) - names)
+    if unknown:
+        raise TypeError(f"with_defaults: unknown hyperparameter(s) {unknown}; declared: {sorted(names)}")
+    return tuple(h.with_default(h.check(defaults[h.name], "with_defaults")) if h.name in defaults else h
+                 for h in declared)
+
+
+RHO = Hyper("rho", float, 0.05, "total perturbation radius; each of the k ascent steps moves rho/k",
+            low=0.0, low_open=True, per_group=True)
+STEPS = Hyper("steps", int, 1, "number of ascent steps k (k > 1: multi-step)", low=1)
+ADAPTIVE = Hyper("adaptive", bool, False, "ASAM-style adaptive perturbation scaled by |w| + eta", per_group=True)
+ETA = Hyper("eta", float, 0.01, "ASAM's offset eta in T_w = |w| + eta", low=0.0, per_group=True)
+REPLAY_RNG = Hyper("replay_rng", bool, True,
+                   "replay the RNG state in every pass of an update (same dropout masks)")
+MAX_GRAD_NORM = Hyper("max_grad_norm", float, 0.0,
+                      "clip the final direction to this global norm before the base step (0: off)", low=0.0)
+
+COMMON: tuple[Hyper, ...] = (RHO, STEPS, ADAPTIVE, ETA, REPLAY_RNG, MAX_GRAD_NORM)

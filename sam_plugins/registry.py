@@ -1,14 +1,16 @@
-"""Variants by name: ``register`` (a class decorator), ``available``, ``get`` and ``create``."""
+"""Variants by name: ``register`` (a class decorator), ``available``, ``get``, ``create``, and ``on_register`` for
+integrations that mirror the registry into a framework's own (timm's optimizer registry, fairseq's)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .engine import SharpnessAware
 
 _VARIANTS: dict[str, type[SharpnessAware]] = {}
+_LISTENERS: list[Callable[[type[SharpnessAware]], None]] = []
 
 
 def register(cls: type[SharpnessAware]) -> type[SharpnessAware]:
@@ -18,7 +20,19 @@ def register(cls: type[SharpnessAware]) -> type[SharpnessAware]:
     if cls.name in _VARIANTS:
         raise ValueError(f"variant {cls.name!r} is already registered by {_VARIANTS[cls.name].__qualname__}")
     _VARIANTS[cls.name] = cls
+    for listener in _LISTENERS:
+        listener(cls)
     return cls
+
+
+def on_register(listener: Callable[[type[SharpnessAware]], None]) -> None:
+    """Call ``listener(cls)`` for every variant registered so far and for each one registered later, so a
+    variant defined outside the package after ``import timm_ext`` or ``fairseq_ext`` still reaches their registries."""
+    if listener in _LISTENERS:
+        return
+    _LISTENERS.append(listener)
+    for name in available():
+        listener(_VARIANTS[name])
 
 
 def available() -> list[str]:

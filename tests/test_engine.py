@@ -490,7 +490,7 @@ def test_signatures_list_each_variants_own_hyperparameters():
         declared = {h.name: h.default for h in cls.hyperparameters}
         keywords = {k: p.default for k, p in signature.parameters.items() if p.kind is p.KEYWORD_ONLY}
         assert {k: v for k, v in keywords.items() if k in declared} == declared
-        assert set(keywords) - set(declared) == {"model", "grad_scaler", "distributed"}
+        assert set(keywords) - set(declared) == {"model", "grad_scaler", "distributed", "group_keys"}
 
 
 @pytest.mark.parametrize("name", ["sam", "xsam", "wsam", "evsam"])

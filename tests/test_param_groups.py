@@ -148,9 +148,13 @@ def test_global_hyperparameter_in_a_group_is_refused():
         sam_plugins.create("xsam", two_layer_groups(model, {"rho_m": 0.5}, {}), lr=0.1)
 
 
-def test_framework_group_keys_are_accepted():
+def test_framework_group_keys_are_accepted_once_declared():
+    """The core knows torch's keys only; a framework (timm's layer decay) declares its own with group_keys."""
     model = make_model()
-    opt = sam_plugins.create("sam", two_layer_groups(model, {"lr_scale": 0.5, "name": "first"}, {}), lr=0.1)
+    groups = two_layer_groups(model, {"lr_scale": 0.5, "name": "first"}, {})
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['lr_scale', 'name'\].*group_keys="):
+        sam_plugins.create("sam", groups, lr=0.1)
+    opt = sam_plugins.create("sam", groups, lr=0.1, group_keys=("lr_scale", "name"))
     assert opt.param_groups[0]["lr_scale"] == 0.5
 
 

@@ -18,6 +18,10 @@ from timm.optim._optim_factory import OptimInfo, default_registry
 import sam_plugins
 from sam_plugins import SharpnessAware
 
+# Param-group keys timm puts in the groups and reads itself: layer decay (lr_scale, param_names), the fallback
+# split of Muon-style optimizers (use_fallback) and the Lookahead wrapper (lookahead_*).
+TIMM_GROUP_KEYS = ("lr_scale", "param_names", "use_fallback", "lookahead_alpha", "lookahead_k", "lookahead_step")
+
 
 def timm_base(name: str) -> tuple[Callable[..., torch.optim.Optimizer], OptimInfo]:
     """A base optimizer from timm's registry, with its registered defaults bound."""
@@ -46,7 +50,7 @@ def variant_factory(variant: type[SharpnessAware]) -> Callable[..., SharpnessAwa
         base_cls, info = timm_base(base)
         supported = {"momentum": info.has_momentum, "eps": info.has_eps, "betas": info.has_betas}
         kwargs = {k: v for k, v in kwargs.items() if supported.get(k, True)}
-        optimizer = variant(params, base_cls, **kwargs)
+        optimizer = variant(params, base_cls, group_keys=TIMM_GROUP_KEYS, **kwargs)
         optimizer.closure_hint = (" timm's own train.py calls step() without one; run `python -m timm_ext.train` "
                                   "with the same flags instead.")
         return optimizer
@@ -56,14 +60,17 @@ def variant_factory(variant: type[SharpnessAware]) -> Callable[..., SharpnessAwa
     return build
 
 
+def register_variant(variant: type[SharpnessAware]) -> None:
+    """Register one variant under its name (idempotent). The factory drops nothing: which of momentum / eps /
+    betas reach the base is decided by the base's own registry entry."""
+    if variant.name in default_registry.list_optimizers():
+        return
+    summary = (variant.__doc__ or "").strip().splitlines()[0]
+    default_registry.register(OptimInfo(
+        name=variant.name, opt_class=variant_factory(variant), description=f"sam_plugins: {summary}",
+        has_eps=True, has_momentum=True, has_betas=True))
+
+
 def register_all() -> None:
-    """Register every variant under its name (idempotent). The factory drops nothing: which of
-    momentum / eps / betas reach the base is decided by the base's own registry entry."""
-    known = set(default_registry.list_optimizers())
-    for name in sam_plugins.available():
-        if name in known:
-            continue
-        variant = sam_plugins.get(name)
-        default_registry.register(OptimInfo(
-            name=name, opt_class=variant_factory(variant), description=f"sam_plugins: {variant.__doc__}",
-            has_eps=True, has_momentum=True, has_betas=True))
+    """Every variant registered in sam_plugins, now and later, in timm's registry."""
+    sam_plugins.on_register(register_variant)

@@ -14,8 +14,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..engine import COMMON, SharpnessAware, Update
-from ..hyper import Hyper
+from ..context import Update
+from ..engine import SharpnessAware
+from ..hyper import COMMON, Hyper
 from ..registry import register
 from ..tensors import global_norm, polarized_cosine_
 
@@ -36,37 +37,31 @@ class EVSAM(SharpnessAware):
         Hyper("seed", int, 0, "seed of the random start vector of the power iteration", low=0),
     )
 
-    def _initial_scalars(self) -> dict[str, Any]:
+    def initial_scalars(self) -> dict[str, Any]:
         return {"eig_refreshes": 0}
 
-    def _prepare(self, ctx: Update) -> bool:
-        current = [self.state[p].get("eigvec") for p in ctx.params]
-        missing = any(v is None for v in current)
-        if not missing and self.counters["updates"] % self.hp.eig_every != 0:
+    def prepare(self, ctx: Update) -> None:
+        current = ctx.saved("eigvec")
+        if current is not None and self.counters["updates"] % self.hp.eig_every != 0:
             ctx.kept["eigvec"] = current
-            return True
-        g0 = self._keep_grads(ctx, "g0")
-        vec = self._random_unit(ctx) if missing or not self.hp.eig_warm_start else current
+            return
+        g0 = ctx.keep_grads("g0")
+        vec = self._random_unit(ctx) if current is None or not self.hp.eig_warm_start else current
         for j in range(self.hp.eig_iters):
-            torch._foreach_copy_(ctx.params, self._backup)
+            ctx.move_to_origin()
             torch._foreach_add_(ctx.params, vec, alpha=self.hp.eig_eps)
-            loss = self._gradient_pass(ctx)
+            loss = ctx.gradient_pass()
             product = torch._foreach_sub(ctx.grads(), g0)
-            _, norm, finite = self._to_host_checked(loss, global_norm(product))
-            if not finite:
-                ctx.notes["failed_pass"] = f"Hessian power iteration {j + 1} of {self.hp.eig_iters}"
-                return False
+            norm = ctx.checked_norm(loss, product, f"Hessian power iteration {j + 1} of {self.hp.eig_iters}")
             if norm == 0:
                 break
             torch._foreach_mul_(product, 1.0 / norm)
             vec = product
-        torch._foreach_copy_(ctx.params, self._backup)
+        ctx.move_to_origin()
         for p, g in zip(ctx.params, g0):
             p.grad = g
         ctx.kept["eigvec"] = vec
-        ctx.pending_tensors["eigvec"] = vec
-        ctx.pending_scalars["eig_refreshes"] = self.scalars["eig_refreshes"] + 1
-        return True
+        ctx.stage(state={"eigvec": vec}, scalars={"eig_refreshes": self.scalars["eig_refreshes"] + 1})
 
     def _random_unit(self, ctx: Update) -> list[Tensor]:
         generator = torch.Generator().manual_seed(self.hp.seed + self.scalars["eig_refreshes"])
@@ -74,14 +69,13 @@ class EVSAM(SharpnessAware):
         torch._foreach_div_(vec, global_norm(vec))
         return vec
 
-    def _combine(self, ctx: Update) -> bool:
+    def combine(self, ctx: Update) -> None:
         grads, norm = ctx.grads(), ctx.norms[self.hp.steps]
         if norm == 0:
-            return True
+            return
         vec = ctx.kept["eigvec"]
         cosine, shift = polarized_cosine_(grads, vec, norm, 1.0)
         # grads now hold g + shift·e (e has unit norm), so g/‖g‖ − a·|cos|·e reads:
-        torch._foreach_mul_(grads, ctx.loss_scale / norm)
-        torch._foreach_add_(grads, vec, alpha=-(shift / norm + self.hp.alpha * abs(cosine)) * ctx.loss_scale)
+        torch._foreach_mul_(grads, 1.0 / norm)
+        torch._foreach_add_(grads, vec, alpha=-(shift / norm + self.hp.alpha * abs(cosine)))
         ctx.stats["eig_cosine"] = cosine
-        return True

@@ -11,8 +11,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..engine import COMMON, SharpnessAware, Update
-from ..hyper import Hyper
+from ..context import Update
+from ..engine import SharpnessAware
+from ..hyper import COMMON, Hyper
 from ..registry import register
 
 
@@ -29,26 +30,24 @@ class FSAM(SharpnessAware):
               low=0.0, high=1.0, high_open=True, per_group=True),
     )
 
-    def _prepare(self, ctx: Update) -> bool:
-        grads = ctx.grads()
-        ema = [self.state[p].get("ema") for p in ctx.params]
-        if any(m is None for m in ema):
-            ctx.pending_tensors["ema"] = torch._foreach_mul(grads, 1.0 / ctx.loss_scale)
-            return True
+    def prepare(self, ctx: Update) -> None:
+        grads, ema = ctx.grads(), ctx.saved("ema")
+        if ema is None:
+            ctx.stage(state={"ema": torch._foreach_mul(grads, 1.0)})
+            return
         new = []
         for span in ctx.spans:
             part = torch._foreach_mul(span.of(ema), span.hp["lam"])
-            torch._foreach_add_(part, span.of(grads), alpha=(1.0 - span.hp["lam"]) / ctx.loss_scale)
+            torch._foreach_add_(part, span.of(grads), alpha=1.0 - span.hp["lam"])
             new += part
-        ctx.pending_tensors["ema"] = new
+        ctx.stage(state={"ema": new})
         ctx.kept["ema"] = ema
-        return True
 
-    def _ascent_direction(self, ctx: Update, i: int) -> list[Tensor] | None:
+    def ascent_direction(self, ctx: Update, i: int) -> list[Tensor] | None:
         ema = ctx.kept.get("ema")
         if ema is None:
             return None
         grads, direction = ctx.grads(), []
         for span in ctx.spans:
-            direction += torch._foreach_add(span.of(grads), span.of(ema), alpha=-span.hp["sigma"] * ctx.loss_scale)
+            direction += torch._foreach_add(span.of(grads), span.of(ema), alpha=-span.hp["sigma"])
         return direction

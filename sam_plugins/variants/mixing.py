@@ -5,8 +5,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..engine import COMMON, SharpnessAware, Update
-from ..hyper import Hyper
+from ..context import Update
+from ..engine import SharpnessAware
+from ..hyper import COMMON, Hyper
 from ..registry import register
 from ..tensors import polarized_cosine_
 
@@ -14,14 +15,8 @@ from ..tensors import polarized_cosine_
 CLIP_EPS = 1e-6
 
 
-class _KeepsFirstGradient(SharpnessAware):
-    def _observe(self, ctx: Update, i: int) -> None:
-        if i == 0:
-            self._keep_grads(ctx, "g0")
-
-
 @register
-class WSAM(_KeepsFirstGradient):
+class WSAM(SharpnessAware):
     """Weighted SAM (Yue et al., KDD 2023): L + γ/(1−γ)·(sharpness), as in the official atorch code.
 
     With w = γ/(1−γ): ``decouple=False`` steps the base with g_0 + w·(g_k − g_0) (γ = 0.5 is SAM);
@@ -40,40 +35,38 @@ class WSAM(_KeepsFirstGradient):
               low=0.0),
     )
 
-    def _clip(self, ctx: Update, grads: list[Tensor], norm: float) -> None:
+    def _clip(self, grads: list[Tensor], norm: float) -> None:
         if self.hp.max_norm > 0:
-            coefficient = self.hp.max_norm / (norm / ctx.loss_scale + CLIP_EPS)
+            coefficient = self.hp.max_norm / (norm + CLIP_EPS)
             if coefficient < 1.0:
                 torch._foreach_mul_(grads, coefficient)
 
-    def _observe(self, ctx: Update, i: int) -> None:
+    def observe(self, ctx: Update, i: int) -> None:
         if i == 0:
-            self._clip(ctx, self._keep_grads(ctx, "g0"), ctx.norms[0])
+            self._clip(ctx.keep_grads("g0"), ctx.norms[0])
 
-    def _combine(self, ctx: Update) -> bool:
+    def combine(self, ctx: Update) -> None:
         grads, g0 = ctx.grads(), ctx.kept["g0"]
-        self._clip(ctx, grads, ctx.norms[self.hp.steps])
+        self._clip(grads, ctx.norms[self.hp.steps])
         if self.hp.decouple:
             torch._foreach_sub_(grads, g0)
             ctx.kept["sharpness"] = grads
             for p, g in zip(ctx.params, g0):
                 p.grad = g
-            return True
+            return
         for span in ctx.spans:
             weight = _sharpness_weight(span.hp["gamma"])
             torch._foreach_mul_(span.of(grads), weight)
             torch._foreach_add_(span.of(grads), span.of(g0), alpha=1.0 - weight)
-        return True
 
-    def _after_base_step(self, ctx: Update) -> None:
+    def after_step(self, ctx: Update) -> None:
         sharpness = ctx.kept.get("sharpness")
         if sharpness is None:
             return
-        if self.distributed is not None and self.distributed.local_ascent:
-            self.distributed.mean_(sharpness)
+        ctx.local_ascent_mean_(sharpness)
         for group, span in ctx.groups:
             torch._foreach_add_(span.of(ctx.params), span.of(sharpness),
-                                alpha=-float(group["lr"]) * _sharpness_weight(span.hp["gamma"]) / ctx.loss_scale)
+                                alpha=-float(group["lr"]) * _sharpness_weight(span.hp["gamma"]))
 
 
 def _sharpness_weight(gamma: float) -> float:
@@ -82,7 +75,7 @@ def _sharpness_weight(gamma: float) -> float:
 
 
 @register
-class GSAM(_KeepsFirstGradient):
+class GSAM(SharpnessAware):
     """Surrogate-gap guided SAM (Zhuang et al. 2022): g_k − a·(g_0 − proj_{g_k} g_0).
 
     ρ is constant, as in the official PyTorch example; the paper's ρ that decays with the lr is
@@ -95,7 +88,11 @@ class GSAM(_KeepsFirstGradient):
         Hyper("alpha", float, 0.4, "strength a of the ascent along the part of g_0 orthogonal to g_k", low=0.0),
     )
 
-    def _combine(self, ctx: Update) -> bool:
+    def observe(self, ctx: Update, i: int) -> None:
+        if i == 0:
+            ctx.keep_grads("g0")
+
+    def combine(self, ctx: Update) -> None:
         grads, g0 = ctx.grads(), ctx.kept["g0"]
         norm0, norm_k = ctx.norms[0], ctx.norms[self.hp.steps]
         projection, shift = 0.0, 0.0
@@ -105,4 +102,3 @@ class GSAM(_KeepsFirstGradient):
         # g0 now holds g0 + shift·g_k, so g_k − a·(g0 − projection·g_k) reads:
         torch._foreach_mul_(grads, 1.0 + self.hp.alpha * (projection + shift))
         torch._foreach_add_(grads, g0, alpha=-self.hp.alpha)
-        return True

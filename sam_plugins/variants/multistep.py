@@ -9,19 +9,19 @@ from typing import ClassVar
 
 import torch
 
-from ..engine import COMMON, STEPS, SharpnessAware, Update
+from ..context import Update
+from ..engine import SharpnessAware
+from ..hyper import COMMON, with_defaults
 from ..registry import register
 from ..tensors import global_norm, to_host
-
-_MULTI = tuple(STEPS.with_default(2) if h is STEPS else h for h in COMMON)
 
 
 class _Summed(SharpnessAware):
     include_first: ClassVar[bool] = False
     normalize: ClassVar[bool] = False
-    hyperparameters = _MULTI
+    hyperparameters = with_defaults(COMMON, steps=2)
 
-    def _observe(self, ctx: Update, i: int) -> None:
+    def observe(self, ctx: Update, i: int) -> None:
         if i == 0 and not self.include_first:
             return
         grads, norm = ctx.grads(), ctx.norms[i]
@@ -34,13 +34,12 @@ class _Summed(SharpnessAware):
         else:
             torch._foreach_add_(total, grads, alpha=weight)
 
-    def _combine(self, ctx: Update) -> bool:
+    def combine(self, ctx: Update) -> None:
         total = ctx.kept["sum"]
         (norm,) = to_host(global_norm(total))
         torch._foreach_mul_(total, ctx.norms[self.hp.steps] / norm if norm > 0 else 0.0)
         for p, t in zip(ctx.params, total):
             p.grad = t
-        return True
 
 
 @register

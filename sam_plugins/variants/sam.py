@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from ..engine import ADAPTIVE, COMMON, RHO, SharpnessAware
+from ..engine import SharpnessAware
+from ..hyper import COMMON, with_defaults
 from ..registry import register
 
 
@@ -24,5 +25,4 @@ class ASAM(SharpnessAware):
     """
 
     name = "asam"
-    hyperparameters = tuple(
-        RHO.with_default(0.5) if h is RHO else ADAPTIVE.with_default(True) if h is ADAPTIVE else h for h in COMMON)
+    hyperparameters = with_defaults(COMMON, rho=0.5, adaptive=True)

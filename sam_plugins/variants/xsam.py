@@ -23,8 +23,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..engine import COMMON, RHO, SharpnessAware, Update
-from ..hyper import Hyper
+from ..context import Update
+from ..engine import SharpnessAware
+from ..hyper import COMMON, Hyper, with_defaults
 from ..registry import register
 from ..tensors import global_norm, polarized_cosine_, to_host
 
@@ -90,7 +91,7 @@ class XSAM(SharpnessAware):
 
     name = "xsam"
     hyperparameters = (
-        *(RHO.with_default(0.15) if h is RHO else h for h in COMMON),
+        *with_defaults(COMMON, rho=0.15),
         Hyper("rho_m", float, 0.3, "radius ρ_m of the neighbourhood where the maximum is probed",
               low=0.0, low_open=True),
         Hyper("alpha", float, 1.0, "starting α*, and the fixed α when probe is off (1: SAM's direction)"),
@@ -111,13 +112,13 @@ class XSAM(SharpnessAware):
         self.probe_history: deque[Probe] = deque(maxlen=self.hp.probe_history)
         self._edge_warned = False
 
-    def _initial_scalars(self) -> dict[str, Any]:
+    def initial_scalars(self) -> dict[str, Any]:
         return {"alpha": self.hp.alpha, "probe_pending": True, "upper_edge_streak": 0}
 
-    def _initial_counters(self) -> dict[str, int]:
+    def initial_counters(self) -> dict[str, int]:
         return {"probes": 0, "upper_edge_probes": 0, "lower_edge_probes": 0}
 
-    def _epoch_started(self) -> None:
+    def epoch_started(self) -> None:
         """Probe α* on the next update (the official code probes on each epoch's first batch)."""
         self.scalars["probe_pending"] = True
 
@@ -131,9 +132,11 @@ class XSAM(SharpnessAware):
         return self.hp.probe and (self.scalars["probe_pending"] or
                                   (every > 0 and self.counters["updates"] % every == 0))
 
-    def _combine(self, ctx: Update) -> bool:
+    def combine(self, ctx: Update) -> None:
+        # ctx.params serve as scratch from here on (the engine restores θ before the base step): first ϑ_k − θ,
+        # then u = ϑ_k − θ + s·g_k (see Plane), then the probe points.
         params, grads = ctx.params, ctx.grads()
-        torch._foreach_sub_(params, self._backup)
+        torch._foreach_sub_(params, ctx.origin)
         (delta_norm,) = to_host(global_norm(params))
         plane = Plane.measure(params, grads, delta_norm, ctx.norms[self.hp.steps])
         probe = self._probe_due()
@@ -158,18 +161,18 @@ class XSAM(SharpnessAware):
         if along_u != 0.0:
             torch._foreach_add_(grads, shifted, alpha=scale * along_u)
         ctx.stats.update(alpha=alpha, psi=plane.psi, probed=float(probe))
-        return True
 
     def _stage_probe(self, ctx: Update, probe: Probe) -> None:
         upper = probe.edge == "upper"
-        ctx.pending_scalars.update(alpha=probe.alpha, probe_pending=False,
-                                   upper_edge_streak=self.scalars["upper_edge_streak"] + 1 if upper else 0)
-        ctx.pending_counts.update(probes=1, upper_edge_probes=int(upper), lower_edge_probes=int(probe.edge == "lower"))
+        ctx.stage(scalars={"alpha": probe.alpha, "probe_pending": False,
+                           "upper_edge_streak": self.scalars["upper_edge_streak"] + 1 if upper else 0},
+                  counts={"probes": 1, "upper_edge_probes": int(upper),
+                          "lower_edge_probes": int(probe.edge == "lower")})
         ctx.stats["upper_edge"] = float(upper)
-        ctx.notes["probe"] = probe
+        ctx.kept["probe"] = probe
 
-    def _after_base_step(self, ctx: Update) -> None:
-        probe = ctx.notes.get("probe")
+    def after_step(self, ctx: Update) -> None:
+        probe = ctx.kept.get("probe")
         if probe is None:
             return
         self.probe_history.append(probe)
@@ -188,14 +191,11 @@ class XSAM(SharpnessAware):
         grads, losses = ctx.grads(), []
         for alpha in alphas:
             along_u, along_g = plane.direction(alpha)
-            torch._foreach_copy_(ctx.params, self._backup)
+            ctx.move_to_origin()
             torch._foreach_add_(ctx.params, shifted, alpha=self.hp.rho_m * along_u)
             torch._foreach_add_(ctx.params, grads, alpha=self.hp.rho_m * along_g)
-            losses.append(self._forward_pass(ctx).to(torch.float64).reshape(()))
-        values = torch.stack(losses)
-        if self.distributed is not None:
-            values = self.distributed.mean(values)
-        return values.tolist()
+            losses.append(ctx.forward_pass().to(torch.float64).reshape(()))
+        return ctx.replica_mean(torch.stack(losses)).tolist()
 
     def _scale(self, ctx: Update, plane: Plane, peak: float | None) -> float:
         norms, losses, k = ctx.norms, ctx.losses, self.hp.steps
@@ -212,7 +212,7 @@ class XSAM(SharpnessAware):
             slope = (losses[k] - losses[0]) / plane.delta_norm if plane.delta_norm > 0 else 0.0
         else:
             slope = (peak - losses[0]) / self.hp.rho_m
-        return slope * ctx.loss_scale
+        return slope
 
 
 def _edge(index: int, count: int) -> str:
@@ -224,7 +224,7 @@ def _edge(index: int, count: int) -> str:
 
 
 _PACKAGE = os.path.dirname(os.path.dirname(__file__))
-_INTERNAL = (os.path.dirname(__file__), os.path.join(_PACKAGE, "engine.py"), os.path.join(_PACKAGE, "loop.py"),
+_INTERNAL = (os.path.dirname(__file__), *(os.path.join(_PACKAGE, f) for f in ("engine.py", "context.py", "loop.py")),
              os.path.dirname(torch.__file__))
 
 
