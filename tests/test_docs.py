@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from sam_plugins.bench.__main__ import workload_table
-from sam_plugins.bench.measure import Result
+from benchmarks.__main__ import workload_table
+from benchmarks.measure import Result
 from sam_plugins.describe import markdown
 
 
@@ -40,8 +40,8 @@ def test_readme_benchmark_blocks_are_the_current_harness_output(section, workloa
 
 
 def test_readme_toy2d_lines_are_what_the_demo_prints():
-    from sam_plugins.bench.readme import block
-    from sam_plugins.demo import toy_lines, toy_paths
+    from benchmarks.blocks import block
+    from examples.demo import toy_lines, toy_paths
 
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     lines = ["```", "2D test function (XSAM paper App. D.1) -> out/demo/toy2d.png", *toy_lines(toy_paths()), "```"]
@@ -52,8 +52,8 @@ def test_readme_generalization_block_and_docs_are_rendered_from_the_committed_ru
     """The README block, configurations.md and the sensitivity figure's data, from runs.csv and meta.json."""
     import json
 
-    from sam_plugins.bench import generalization as g
-    from sam_plugins.bench.readme import block
+    from benchmarks import generalization as g
+    from benchmarks.blocks import block
 
     root = Path(__file__).resolve().parent.parent
     folder = root / "docs" / "generalization"

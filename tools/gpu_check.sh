@@ -24,7 +24,7 @@ status=0
 timeout 330 "$py" -m pytest -m gpu -rA -p no:cacheprovider --junitxml="$out/junit.xml" tests/test_gpu.py \
   2>&1 | tee "$out/pytest.log" || status=1
 cp README.md "$out/README.md"
-timeout 140 "$py" -m sam_plugins.bench --set gpu --repeats 5 --csv "$out/bench.csv" --markdown "$out/bench.md" \
+timeout 140 "$py" -m benchmarks --set gpu --repeats 5 --csv "$out/bench.csv" --markdown "$out/bench.md" \
   --readme "$out/README.md" --section gpu 2>&1 | tee "$out/bench.log" || status=1
 echo "gpu-check: done (status $status); results in $out"
 exit $status
