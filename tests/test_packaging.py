@@ -33,3 +33,8 @@ def test_the_wheel_holds_no_benchmark_or_example_module():
                      or any(part in ("bench", "benchmarks", "examples") for part in m.split(".")))
     assert shipped == []
 
+
+def test_the_version_has_one_source_and_the_type_marker_ships():
+    assert "version" not in CONFIG["project"] and "version" in CONFIG["project"]["dynamic"]
+    assert SETUPTOOLS["dynamic"]["version"] == {"attr": "sam_plugins.__version__"}
+    assert "py.typed" in SETUPTOOLS["package-data"]["sam_plugins"] and (ROOT / "sam_plugins" / "py.typed").is_file()
