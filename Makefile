@@ -8,9 +8,9 @@ venv:
 	@tools/bootstrap.sh dev,fairseq,timm,bench
 
 demo: venv
-	$(PY) -m sam_plugins.demo --out out/demo
-	$(PY) -m fairseq_ext.demo --out out/fairseq_demo
-	$(PY) -m timm_ext.demo --out out/timm_demo
+	$(PY) -m examples.demo --out out/demo
+	$(PY) -m examples.fairseq_demo --out out/fairseq_demo
+	$(PY) -m examples.timm_demo --out out/timm_demo
 
 lint: venv
 	$(PY) -m ruff check .

@@ -26,7 +26,7 @@ COMMON = [
 
 
 def make_data_bin(root: Path, train: int = 600, valid: int = 40, test: int = 40) -> Path:
-    from fairseq_ext.corpus import write_corpus
+    from examples.corpus import write_corpus
 
     raw, data_bin = root / "raw", root / "data-bin"
     write_corpus(raw, {"train": train, "valid": valid, "test": test}, seed=0)

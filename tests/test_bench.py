@@ -9,10 +9,10 @@ import torch
 from torch import nn
 
 import sam_plugins
-from sam_plugins.bench import __main__ as bench
-from sam_plugins.bench.contenders import Contender, _base, _drive_base
-from sam_plugins.bench.measure import Gradients, count_buffers
-from sam_plugins.bench.workloads import build
+from benchmarks import __main__ as bench
+from benchmarks.contenders import Contender, _base, _drive_base
+from benchmarks.measure import Gradients, count_buffers
+from benchmarks.workloads import build
 
 pytest.importorskip("pytorch_optimizer")
 PEERS = ["SAM", "SAM foreach", "GSAM", "WSAM", "FriendlySAM"]

@@ -11,7 +11,7 @@ from reference import flat, make_data, make_model
 from torch import nn
 
 import sam_plugins
-from sam_plugins.bench.measure import DispatchCounter
+from benchmarks.measure import DispatchCounter
 from sam_plugins.tensors import polarized_cosine_
 from sam_plugins.variants.xsam import Plane
 

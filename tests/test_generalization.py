@@ -11,7 +11,7 @@ import statistics
 import pytest
 import torch
 
-from sam_plugins.bench import generalization as g
+from benchmarks import generalization as g
 
 pytest.importorskip("sklearn")
 pytest.importorskip("matplotlib")

@@ -203,7 +203,7 @@ def test_fairseq_on_cuda_equals_fp32_within_half_precision(data_bin, tmp_path, o
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory):
     pytest.importorskip("timm")
-    from timm_ext.digits import write_digits
+    from examples.digits import write_digits
 
     out = tmp_path_factory.mktemp("digits_gpu")
     write_digits(out, size=32, per_class=40)

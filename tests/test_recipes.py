@@ -86,7 +86,7 @@ def test_bad_arguments_fail_with_a_clear_message(script, args, message):
 @pytest.mark.timm
 @pytest.mark.parametrize("task", ["imagenet_resnet50", "cifar100_vit_ti"])
 def test_timm_recipe_tiny_runs_and_collects(tmp_path, task):
-    from timm_ext.digits import write_digits
+    from examples.digits import write_digits
 
     write_digits(tmp_path / "digits", size=16)
     for optimizer in ("base", "xsam"):

@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory):
-    from timm_ext.digits import write_digits
+    from examples.digits import write_digits
 
     out = tmp_path_factory.mktemp("digits")
     write_digits(out, size=16)
@@ -38,7 +38,7 @@ def digits(tmp_path_factory):
 @pytest.fixture(scope="module")
 def digits60(tmp_path_factory):
     """6 images per class: a 60-image epoch is one update of -b 60 (or 2 replicas × 30)."""
-    from timm_ext.digits import write_digits
+    from examples.digits import write_digits
 
     out = tmp_path_factory.mktemp("digits60")
     write_digits(out, size=16, per_class=6)
@@ -114,7 +114,7 @@ def load(path):
 
 @pytest.fixture(scope="module")
 def digits200(tmp_path_factory):
-    from timm_ext.digits import write_digits
+    from examples.digits import write_digits
 
     out = tmp_path_factory.mktemp("digits200")
     write_digits(out, size=16, per_class=20)
@@ -370,7 +370,7 @@ def test_loader_workers_and_torch_compile_leave_training_unchanged(digits60, tmp
 
 
 def test_demo_prints_the_comparison(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "timm_ext.demo", "--out", str(tmp_path), "--epochs", "1",
+    result = subprocess.run([sys.executable, "-m", "examples.timm_demo", "--out", str(tmp_path), "--epochs", "1",
                              "--runs", "sgd", "xsam"], capture_output=True, text=True, cwd=ROOT, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     rows = (tmp_path / "accuracy.md").read_text().splitlines()[2:]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sam_plugins import toy2d
-from sam_plugins.demo import main
+from examples import toy2d
+from examples.demo import main
 
 PAPER = {"lr": 5.0, "momentum": 0.9}
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make gpu-check`: every CUDA-only test (pytest -m gpu) and the GPU benchmark set, in about 8 minutes, with all
 # that it measured under one folder ($1, default out/gpu_check): versions, JUnit report and log, benchmark CSV,
-# Markdown, and a copy of README.md with its bench:gpu block filled. Without CUDA it says so and exits 0.
+# Markdown, and a copy of docs/benchmarks.md with its bench:gpu block filled. Without CUDA it says so and exits 0.
 # On a machine without a package registry, first run tools/gpu_wheels.sh where there is one and bring .whl/ along.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
@@ -23,8 +23,8 @@ fi
 status=0
 timeout 330 "$py" -m pytest -m gpu -rA -p no:cacheprovider --junitxml="$out/junit.xml" tests/test_gpu.py \
   2>&1 | tee "$out/pytest.log" || status=1
-cp README.md "$out/README.md"
-timeout 140 "$py" -m sam_plugins.bench --set gpu --repeats 5 --csv "$out/bench.csv" --markdown "$out/bench.md" \
-  --readme "$out/README.md" --section gpu 2>&1 | tee "$out/bench.log" || status=1
+cp docs/benchmarks.md "$out/benchmarks.md"
+timeout 140 "$py" -m benchmarks --set gpu --repeats 5 --csv "$out/bench.csv" --markdown "$out/bench.md" \
+  --readme "$out/benchmarks.md" --section gpu 2>&1 | tee "$out/bench.log" || status=1
 echo "gpu-check: done (status $status); results in $out"
 exit $status

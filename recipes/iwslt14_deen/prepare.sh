@@ -29,7 +29,7 @@ tokenize() {  # LANG < raw > tokenized, lowercased
 }
 
 if [ "$tiny" = 1 ]; then
-  "$PY" -m fairseq_ext.corpus "$tmp/raw" --train 1500 --valid 100 --test 100
+  PYTHONPATH="$REPO_DIR${PYTHONPATH:+:$PYTHONPATH}" "$PY" -m examples.corpus "$tmp/raw" --train 1500 --valid 100 --test 100
   for l in de en; do
     for split in train valid test; do tokenize "$l" < "$tmp/raw/$split.$l" > "$tmp/$split.$l"; done
   done

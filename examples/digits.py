@@ -1,6 +1,6 @@
 """scikit-learn's bundled 8x8 digits written as a small ImageFolder (no download).
 
-``python -m timm_ext.digits OUT [--size 32]`` writes ``OUT/train/<class>/*.png`` and
+``python -m examples.digits OUT [--size 32]`` writes ``OUT/train/<class>/*.png`` and
 ``OUT/validation/<class>/*.png`` (80/20 split, fixed seed), upscaled to ``size`` pixels, RGB.
 ``--per-class N`` keeps the first N images of each class in each split (tiny sets for tests).
 """

@@ -1,5 +1,5 @@
-"""``python -m sam_plugins.bench.generalization``: what each variant does to test accuracy on small real data, under
-one protocol for every method.
+"""``python -m benchmarks.generalization``: what each variant does to test accuracy on small real data, under one
+protocol for every method.
 
 Two tasks that install from the package registry and generate locally: MNIST-1D (the ``mnist1d`` package's own
 generator; the MNIST-1D paper's small CNN) and scikit-learn's 8×8 digits (an MLP), each clean and with 40 %
@@ -19,7 +19,8 @@ cosine schedule to zero is the base.
 
 Runs are appended to ``runs.csv`` as they finish; a re-run skips the runs already there, so the benchmark can be
 completed in several sittings. ``configurations.md`` lists every configuration, ``sensitivity.png`` (drawn from
-``sensitivity.json``) test accuracy against ρ; ``--readme`` fills README.md's ``generalization`` block.
+``sensitivity.json``) test accuracy against ρ; ``--readme docs/generalization.md`` fills that page's
+``generalization`` block.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from torch import nn
 
 import sam_plugins
 
-from . import readme as readme_block
+from . import blocks
 
 NOISES = (0.0, 0.4)
 BASE = "sgd"
@@ -449,7 +450,7 @@ def protocol_tables(rows: list[dict[str, Any]], meta: dict[str, Any]) -> list[st
 
 
 def render(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
-    """The README block: the tuned comparison, the equal-ρ comparison and the collapses, all from ``rows``."""
+    """The generalization block: the tuned comparison, the equal-ρ comparison and the collapses, all from ``rows``."""
     lines = [f"Measured {meta['date']} on {meta['machine']}; {meta['versions']}.",
              f"Command: `{meta['command']}` ({len(rows)} runs, {meta['hours']:.2f} h of running).", "",
              f"Test accuracy (%), mean ± half-width of the 95 % confidence interval over {meta['seeds']} seeds, of the "
@@ -547,7 +548,7 @@ def figure(data: dict[str, Any], path: Path) -> None:
 
 # ----------------------------------------------------------------------------------------------- running
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m sam_plugins.bench.generalization", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.generalization", description=__doc__.split("\n")[0])
     p.add_argument("--out", type=Path, default=Path("out/generalization"))
     p.add_argument("--tasks", nargs="+", choices=sorted(TASKS), default=list(TASKS))
     p.add_argument("--methods", nargs="+", choices=[BASE, BASE_2X, *sam_plugins.available()],
@@ -559,11 +560,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="worker processes (one torch thread each)")
     p.add_argument("--quick", action="store_true",
                    help="digits, sgd/sam/wsam/xsam, 2 radii, 2 epochs, 3 seeds: checks the pipeline in seconds")
-    p.add_argument("--readme", type=Path, help="fill this README's block from the results")
+    p.add_argument("--readme", type=Path,
+                   help="fill the generalization block of this Markdown file (docs/generalization.md) from the results")
     p.add_argument("--render-only", action="store_true", help="re-render the tables, docs and figure from --out")
     args = p.parse_args(argv)
     if args.quick and args.readme:
-        p.error("--quick runs a 2-epoch pipeline check; its numbers never go into a README (drop --readme)")
+        p.error("--quick runs a 2-epoch pipeline check; its numbers never go into the docs (drop --readme)")
     return args
 
 
@@ -610,7 +612,7 @@ def run(specs: list[Spec], done: set, jobs: int, csv_path: Path, stage: str) -> 
 def main(argv: list[str] | None = None) -> str:
     args = parse_args(argv)
     if args.readme:
-        readme_block.markers(args.readme, BLOCK)  # a missing block fails now, not after the run
+        blocks.markers(args.readme, BLOCK)  # a missing block fails now, not after the run
     args.out.mkdir(parents=True, exist_ok=True)
     csv_path, meta_path = args.out / "runs.csv", args.out / "meta.json"
     if not args.render_only:
@@ -624,10 +626,10 @@ def main(argv: list[str] | None = None) -> str:
         run(chosen_plan(read_runs(csv_path), meta), done, args.jobs, csv_path, "chosen")
         run(protocol_plan(read_runs(csv_path), meta), done, args.jobs, csv_path, "equal-ρ")
         processes = f"{args.jobs} process{'es' if args.jobs > 1 else ''} of 1 torch thread"
-        meta.update(date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"), machine=readme_block.host(),
+        meta.update(date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"), machine=blocks.host(),
                     versions=f"python {platform.python_version()}, torch {torch.__version__}; {processes}",
                     hours=meta.get("hours", 0.0) + (time.perf_counter() - start) / 3600,
-                    command=" ".join(["python -m sam_plugins.bench.generalization", *sys.argv[1:]]))
+                    command=" ".join(["python -m benchmarks.generalization", *sys.argv[1:]]))
         meta_path.write_text(json.dumps(meta, indent=1) + "\n")
     meta = json.loads(meta_path.read_text())
     rows = read_runs(csv_path)
@@ -638,7 +640,7 @@ def main(argv: list[str] | None = None) -> str:
     (args.out / "sensitivity.json").write_text(json.dumps(data) + "\n")
     figure(data, args.out / "sensitivity.png")
     if args.readme:
-        readme_block.splice(args.readme, text, BLOCK)
+        blocks.splice(args.readme, text, BLOCK)
     print(text)
     return text
 

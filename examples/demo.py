@@ -1,6 +1,6 @@
 """The core demo: the paper's 2D test function (figure) and a small real-data comparison (table).
 
-Run ``python -m sam_plugins.demo --out out/demo``. It needs the ``demo`` extra (matplotlib and
+Run ``python -m examples.demo --out out/demo`` from the repository root. It needs the ``demo`` extra (matplotlib and
 scikit-learn, whose bundled 8x8 digits are the real data: no download).
 """
 
@@ -14,9 +14,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from sam_plugins import available, create, update
+
 from . import toy2d
-from .loop import update
-from .registry import available, create
 
 TOY_RUNS: dict[str, tuple[str | None, dict[str, Any]]] = {
     "SGD": (None, {}),
@@ -31,7 +31,7 @@ def toy_paths() -> dict[str, torch.Tensor]:
 
 
 def toy_lines(paths: dict[str, torch.Tensor]) -> list[str]:
-    """Where each trajectory ends and the minimum it is nearest to (the README's demo:toy2d block)."""
+    """Where each trajectory ends and the minimum it is nearest to (the demo:toy2d block of docs/results.md)."""
     return [f"  {label:5s} ends at ({points[-1][0]:7.2f}, {points[-1][1]:6.2f}): "
             f"{toy2d.nearest_minimum(points[-1])} minimum" for label, points in paths.items()]
 

@@ -1,7 +1,7 @@
 """The fairseq demo: the toy German–English corpus, a small transformer trained with plain ``adam``
 , ``sam`` and ``xsam``, translated by fairseq-generate (beam 5) and scored with sacreBLEU.
 
-``python -m fairseq_ext.demo --out out/fairseq_demo`` runs the real fairseq CLIs end to end in a few
+``python -m examples.fairseq_demo --out out/fairseq_demo`` runs the real fairseq CLIs end to end in a few
 minutes on 2 CPU cores.
 """
 
@@ -13,7 +13,8 @@ import shutil
 import time
 from pathlib import Path
 
-from .cli import USER_DIR, preprocess, run
+from fairseq_ext.cli import USER_DIR, preprocess, run
+
 from .corpus import write_corpus
 
 MODEL = [

@@ -1,7 +1,7 @@
 """The timm demo: scikit-learn's digits as an ImageFolder, a small timm ResNet trained through
 ``timm_ext.train`` with plain SGD and with ``xsam`` (same flags otherwise), accuracy side by side.
 
-``python -m timm_ext.demo --out out/timm_demo`` (a couple of minutes on 2 CPU cores).
+``python -m examples.timm_demo --out out/timm_demo`` (a couple of minutes on 2 CPU cores).
 """
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ import shutil
 import time
 from pathlib import Path
 
+from timm_ext.train import main as train
+
 from .digits import write_digits
-from .train import main as train
 
 RUNS = {
     "sgd": ["--opt", "momentum"],

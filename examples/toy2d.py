@@ -13,8 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .loop import update
-from .registry import create
+from sam_plugins import create, update
 
 SHARP_MINIMUM = (-16.8, 12.8)
 FLAT_MINIMUM = (19.8, 29.9)

@@ -1,4 +1,4 @@
-"""``python -m sam_plugins.bench``: time every variant beside the base optimizer and pytorch_optimizer.
+"""``python -m benchmarks``: time every variant beside the base optimizer and pytorch_optimizer.
 
 Per workload (model + batch + the paper's base optimizer) it measures, in one run: time per update
 (median and interquartile spread over round-robin repeats after warm-up) and its ratio to the base
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from . import readme as readme_block
+from . import blocks
 from .contenders import PEER_LIBRARY, Contender, ours, peer_version, peers
 from .measure import (
     Counter,
@@ -49,7 +49,7 @@ AGREEMENT_TOLERANCE = 1e-6  # largest parameter difference relative to the large
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m sam_plugins.bench", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     p.add_argument("--set", choices=sorted(SETS), default=None,
                    help="workload set (default: gpu on a GPU, else cpu); --smoke is --set smoke with 1+2 repeats")
     p.add_argument("--workloads", nargs="+", choices=sorted(WORKLOADS), help="instead of a set")
@@ -67,8 +67,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--smoke", action="store_true")
     p.add_argument("--csv", type=Path)
     p.add_argument("--markdown", type=Path)
-    p.add_argument("--readme", type=Path, help="replace the block between <!-- bench:SECTION:begin/end --> there")
-    p.add_argument("--section", help="the README block to replace (default: the set's name)")
+    p.add_argument("--readme", type=Path,
+                   help="replace the block between <!-- bench:SECTION:begin/end --> in this Markdown file "
+                   "(docs/benchmarks.md holds the cpu, resnet50-cpu and gpu blocks)")
+    p.add_argument("--section", help="the block to replace (default: the set's name)")
     args = p.parse_args(argv)
     args.command = list(sys.argv[1:] if argv is None else argv)
     for name in ("warmup", "repeats", "optimizer_repeats", "epoch_updates"):
@@ -219,7 +221,7 @@ def targets(m: Measured, args: argparse.Namespace, device: torch.device) -> list
 
 
 def machine(device: torch.device, workloads: list[str], command: list[str]) -> list[str]:
-    where = f"{readme_block.host()}, {torch.get_num_threads()} torch threads"
+    where = f"{blocks.host()}, {torch.get_num_threads()} torch threads"
     if device.type == "cuda":
         where = f"{torch.cuda.get_device_name(device)}; host {where}"
     versions = [f"python {platform.python_version()}", f"torch {torch.__version__}"]
@@ -229,7 +231,7 @@ def machine(device: torch.device, workloads: list[str], command: list[str]) -> l
             versions.append(f"{module} {sys.modules[module].__version__}")
     today = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
     return [f"Measured {today} on {where}; {', '.join(versions)}.",
-            f"Command: `{' '.join(['python -m sam_plugins.bench', *command])}` (workloads: {', '.join(workloads)})."]
+            f"Command: `{' '.join(['python -m benchmarks', *command])}` (workloads: {', '.join(workloads)})."]
 
 
 def report(measured: list[Measured], args: argparse.Namespace, device: torch.device) -> str:
@@ -264,9 +266,9 @@ def write_csv(path: Path, measured: list[Measured]) -> None:
                                  r.peak_probe - base.held, r.gpu_peak_bytes])
 
 
-def splice(readme: Path, block: str, section: str) -> None:
+def splice(path: Path, block: str, section: str) -> None:
     """Replace the text between ``<!-- bench:SECTION:begin -->`` and ``<!-- bench:SECTION:end -->``."""
-    readme_block.splice(readme, block, f"bench:{section}")
+    blocks.splice(path, block, f"bench:{section}")
 
 
 def main(argv: list[str] | None = None) -> str:
@@ -274,7 +276,7 @@ def main(argv: list[str] | None = None) -> str:
     device = torch.device(args.device)
     names = args.workloads or list(SETS[args.set])
     if args.readme:
-        readme_block.markers(args.readme, f"bench:{args.section}")  # a missing block fails now, not after the run
+        blocks.markers(args.readme, f"bench:{args.section}")  # a missing block fails now, not after the run
     with_peers = not args.no_peers and peer_version() is not None
     if not args.no_peers and not with_peers:
         print(f"{PEER_LIBRARY} is not installed (pip install 'sam-plugins[bench]'); timing ours only", file=sys.stderr)

@@ -1,4 +1,5 @@
-"""Generated README blocks: the text between ``<!-- NAME:begin -->`` and ``<!-- NAME:end -->`` is a command's output."""
+"""Generated Markdown blocks: the text between ``<!-- NAME:begin -->`` and ``<!-- NAME:end -->`` is a command's
+output."""
 
 from __future__ import annotations
 
@@ -16,12 +17,12 @@ def host() -> str:
     return f"{cpu}, {os.cpu_count()} cores"
 
 
-def markers(readme: Path, name: str) -> tuple[str, str]:
-    """The block's markers; fails naming them if ``readme`` lacks either."""
+def markers(path: Path, name: str) -> tuple[str, str]:
+    """The block's markers; fails naming them if ``path`` lacks either."""
     begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
-    text = readme.read_text()
+    text = path.read_text()
     if begin not in text or end not in text:
-        raise SystemExit(f"{readme} has no {begin} ... {end} block to replace")
+        raise SystemExit(f"{path} has no {begin} ... {end} block to replace")
     return begin, end
 
 
@@ -30,8 +31,8 @@ def block(text: str, name: str) -> str:
     return text.split(f"<!-- {name}:begin -->\n", 1)[1].split(f"<!-- {name}:end -->", 1)[0]
 
 
-def splice(readme: Path, content: str, name: str) -> None:
-    """Replace block ``name`` of ``readme`` with ``content``."""
-    begin, end = markers(readme, name)
-    head, rest = readme.read_text().split(begin, 1)
-    readme.write_text(f"{head}{begin}\n{content}{end}{rest.split(end, 1)[1]}")
+def splice(path: Path, content: str, name: str) -> None:
+    """Replace block ``name`` of ``path`` with ``content``."""
+    begin, end = markers(path, name)
+    head, rest = path.read_text().split(begin, 1)
+    path.write_text(f"{head}{begin}\n{content}{end}{rest.split(end, 1)[1]}")

@@ -15,8 +15,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..bases import resolve_base
-from ..registry import available, create
+from sam_plugins import available, create
+from sam_plugins.bases import resolve_base
+
 from .workloads import Workload
 
 Backward = Callable[[Tensor], None]
