@@ -14,6 +14,7 @@ demo: venv
 
 lint: venv
 	$(PY) -m ruff check .
+	$(PY) -m mypy
 
 test: lint
 	$(PY) -m pytest -q

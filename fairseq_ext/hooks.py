@@ -152,6 +152,7 @@ def replay_closure(trainer: Trainer, samples: list[Any], precision: Precision, u
         if not sam.core.probing:
             trainer.optimizer.all_reduce_grads(trainer.model)
             precision.collect_grads(sam.grad_factor)
+        assert total is not None, "an update has at least one micro-batch"
         return total.float() * sam.grad_factor
 
     return closure

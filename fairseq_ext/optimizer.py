@@ -132,7 +132,7 @@ class FairseqSAM(FairseqOptimizer):
                              "keeps its state in the parameters' precision; use --sam-base adam or nag (fp32 state), "
                              "or --fp16 (fp32 master weights)")
         # fairseq's loader would write the saved base state into the variant's own; load_state_dict does it right
-        self._optimizer.disable_mem_eff_fp16_loading_hack = True
+        self._optimizer.disable_mem_eff_fp16_loading_hack = True  # type: ignore[attr-defined]
         self.grad_factor: Any = 1.0
         self.first_loss: torch.Tensor | float = 0.0
         self.clip_norm = 0.0

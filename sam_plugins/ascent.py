@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from .context import Update
-from .tensors import global_norm
+from .tensors import Tensors, global_norm
 
 
 def ascend(ctx: Update, direction: list[Tensor] | None, steps: int, norm: float) -> None:
@@ -22,9 +22,11 @@ def ascend(ctx: Update, direction: list[Tensor] | None, steps: int, norm: float)
         return
     owned = direction is not None
     vector = ctx.grads() if direction is None else direction
-    parts, scales = [], []
+    parts: list[Tensors] = []
+    scales: list[Tensors | None] = []
     for span in ctx.spans:
-        part, scale = span.of(vector), None
+        part: Tensors = span.of(vector)
+        scale: Tensors | None = None
         if span.hp["adaptive"]:
             scale = torch._foreach_abs(span.of(ctx.params))
             torch._foreach_add_(scale, span.hp["eta"])

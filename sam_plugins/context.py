@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
+from .tensors import Tensors
+
 if TYPE_CHECKING:
     from .engine import SharpnessAware
     from .passes import Passes
@@ -47,7 +49,7 @@ class Span:
 class Staged:
     """State changes of one update, committed together at the base step."""
 
-    state: dict[str, list[Tensor]] = field(default_factory=dict)
+    state: dict[str, Tensors] = field(default_factory=dict)
     scalars: dict[str, Any] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
 
@@ -96,7 +98,7 @@ class Update:
         values = [self._owner.state[p].get(key) for p in self.params]
         return None if any(v is None for v in values) else values
 
-    def stage(self, *, state: dict[str, list[Tensor]] | None = None, scalars: dict[str, Any] | None = None,
+    def stage(self, *, state: dict[str, Tensors] | None = None, scalars: dict[str, Any] | None = None,
               counts: dict[str, int] | None = None) -> None:
         """Changes to commit when the base optimizer steps: per-parameter ``state`` (lists aligned with
         ``params``), ``scalars`` (replaced in ``opt.scalars``) and ``counts`` (added to ``opt.counters``)."""
@@ -117,7 +119,7 @@ class Update:
         """The loss at the current ``params``, forward only; the stored gradients are left as they are."""
         return self.passes.forward(self)
 
-    def checked_norm(self, loss: Tensor, tensors: list[Tensor], what: str) -> float:
+    def checked_norm(self, loss: Tensor, tensors: Tensors, what: str) -> float:
         """The global norm of ``tensors``; raises ``SkipUpdate(what)`` if it or ``loss`` is not finite (on any
         replica, when distributed)."""
         _, norm, finite = self.passes.to_host_checked(loss, tensors)

@@ -1,7 +1,7 @@
 """Print the hyperparameters of every variant, from their declarations, as Markdown tables.
 
-``python -m sam_plugins.describe`` writes the tables the README shows, so the documented defaults
-and ranges are the declared ones (a test checks that the README holds them).
+``python -m sam_plugins.describe`` writes the tables docs/variants.md shows, so the documented defaults
+and ranges are the declared ones (a test checks that the page holds them).
 """
 
 from __future__ import annotations

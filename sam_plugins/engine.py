@@ -2,22 +2,11 @@
 
 An update is: the gradient at θ (pass 0), k ascent steps on the same batch, a combination of what the ascent
 saw into one direction, an exact restore of θ, then the base optimizer's step with that direction as the
-gradient. A variant is a subclass that declares its ``hyperparameters`` and overrides some of these hooks,
-each called with the update's context (``sam_plugins.context.Update``):
-
-- ``prepare(ctx)``: after pass 0, before the first ascent (F-SAM's EMA, evsam's eigenvector);
-- ``ascent_direction(ctx, i)``: the vector ascent step i moves along (default: the gradient);
-- ``observe(ctx, i)``: after pass i (and its ascent step, for i < k), to remember what it saw;
-- ``combine(ctx)``: after pass k, write the final direction into ``ctx.grads()`` or ``.grad`` (default: g_k);
-- ``after_step(ctx)``: after the base optimizer stepped (decoupled WSAM);
-- ``epoch_started()``: ``begin_epoch`` was called for a new epoch (XSAM probes again);
-- ``initial_scalars()`` / ``initial_counters()``: the variant's entries in ``opt.scalars`` / ``opt.counters``.
-
-Hooks raise ``SkipUpdate`` to abandon an update and stage lasting changes with ``ctx.stage``; the engine
-commits them at the base step, so a skipped or failed update leaves parameters and optimizer state exactly as
-they were. Gradients reach the hooks in true units (a GradScaler's scale is removed after every pass).
-Per-group hyperparameters (ρ, ``adaptive``, η…) live in ``param_groups`` like ``lr``; norms and XSAM's plane
-stay global over all groups. ``docs/writing-a-variant.md`` walks through a complete variant.
+gradient. A variant declares its ``hyperparameters`` and overrides the hooks below (each documented where it
+is defined; ``docs/writing-a-variant.md`` walks through a complete one). Hooks see the update through
+``sam_plugins.context.Update``, raise ``SkipUpdate`` to abandon it and stage lasting changes with
+``ctx.stage``, committed at the base step: a skipped or failed update leaves every piece of state as it was.
+Per-group hyperparameters (ρ, ``adaptive``, η…) live in ``param_groups`` like ``lr``.
 """
 
 from __future__ import annotations
@@ -71,7 +60,7 @@ class SharpnessAware(torch.optim.Optimizer):
         owner = type(self).__name__
         declared = {h.name for h in self.hyperparameters}
         values = resolve(self.hyperparameters, {k: v for k, v in kwargs.items() if k in declared}, owner)
-        self.hp = Namespace(values)
+        self.hp: Any = Namespace(values)  # attributes per variant: typed as Any
         base_cls = resolve_base(base)
         if isinstance(params, nn.Module):
             model = model if model is not None else params
@@ -178,16 +167,16 @@ class SharpnessAware(torch.optim.Optimizer):
         """False when the closure should skip DDP's gradient all-reduce (per-replica ascent)."""
         return self.distributed is None or not self.distributed.local_ascent
 
-    def no_sync(self, model: nn.Module) -> contextlib.AbstractContextManager:
-        """``model.no_sync()`` when gradients must stay local in this pass, else a null context."""
+    def no_sync(self, model: Any) -> contextlib.AbstractContextManager:
+        """``model.no_sync()`` (a DDP model) when gradients must stay local in this pass, else a null context."""
         return contextlib.nullcontext() if self.sync_gradients else model.no_sync()
 
-    def state_dict(self) -> dict[str, Any]:  # type: ignore[override]
+    def state_dict(self) -> dict[str, Any]:
         """The base optimizer's state dict plus a ``"sam"`` entry with the variant's own state; hooks registered
         with ``register_state_dict_pre_hook`` / ``_post_hook`` run as on any torch optimizer."""
         return checkpoint.save(self)
 
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:  # type: ignore[override]
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Load what ``state_dict`` wrote (another variant or base is refused); ``register_load_state_dict_pre_hook``
         / ``_post_hook`` hooks run as on any torch optimizer."""
         checkpoint.load(self, state_dict)
@@ -234,7 +223,7 @@ class SharpnessAware(torch.optim.Optimizer):
         ctx.params, ctx.groups, ctx.spans = spans_of(self.param_groups, list(self.group_rules.defaults))
         if not ctx.params:
             return loss0.detach()
-        if any(p.grad.is_sparse for p in ctx.params):
+        if any(p.grad is not None and p.grad.is_sparse for p in ctx.params):
             raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
         try:
             passes.unscale(ctx)

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from .distributed import Distributed
 from .replay import NoReplay, RngReplay
-from .tensors import global_norm, to_host
+from .tensors import Tensors, global_norm, to_host
 
 if TYPE_CHECKING:
     from .context import Update
@@ -74,7 +74,7 @@ class Passes:
                 p.grad = g
         return loss.detach()
 
-    def to_host_checked(self, loss: Tensor, tensors: list[Tensor]) -> tuple[float, float, bool]:
+    def to_host_checked(self, loss: Tensor, tensors: Tensors) -> tuple[float, float, bool]:
         """The loss and the tensors' global norm on the host, and whether both are finite here and, when
         distributed, on every replica: ranks must skip together (one host sync either way)."""
         norm = global_norm(tensors)

@@ -5,13 +5,16 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+# A list of tensors as torch._foreach_* takes and returns them (lists in, tuples out in the type stubs).
+Tensors = list[Tensor] | tuple[Tensor, ...]
 
-def accumulation_dtype(tensors: list[Tensor]) -> torch.dtype:
+
+def accumulation_dtype(tensors: Tensors) -> torch.dtype:
     """float64 for double-precision models, float32 otherwise (half tensors are reduced in fp32)."""
     return torch.float64 if tensors[0].dtype == torch.float64 else torch.float32
 
 
-def global_norm(tensors: list[Tensor]) -> Tensor:
+def global_norm(tensors: Tensors) -> Tensor:
     """The 2-norm of all tensors seen as one vector, as a 0-dim tensor (no host sync)."""
     dtype = accumulation_dtype(tensors)
     norms = torch._foreach_norm(tensors, 2, dtype=dtype)

@@ -31,7 +31,7 @@ def timm_base(name: str) -> tuple[Callable[..., torch.optim.Optimizer], OptimInf
     try:
         info = default_registry.get_optimizer_info(name)
     except ValueError:
-        plain = sorted(n for n in default_registry.list_optimizers()
+        plain = sorted(str(n) for n in default_registry.list_optimizers()
                        if "_" not in n and n not in sam_plugins.available())
         near = difflib.get_close_matches(name.lower(), plain, n=3)
         raise ValueError(f"unknown base optimizer {name!r}; "
@@ -67,7 +67,9 @@ def register_variant(variant: type[SharpnessAware]) -> None:
         return
     summary = (variant.__doc__ or "").strip().splitlines()[0]
     default_registry.register(OptimInfo(
-        name=variant.name, opt_class=variant_factory(variant), description=f"sam_plugins: {summary}",
+        # timm calls opt_class(params, **kwargs), so a factory serves where its stub asks for a class
+        name=variant.name, opt_class=variant_factory(variant),  # type: ignore[arg-type]
+        description=f"sam_plugins: {summary}",
         has_eps=True, has_momentum=True, has_betas=True))
 
 

@@ -25,6 +25,7 @@ import os
 import sys
 from collections import OrderedDict
 from pathlib import Path
+from typing import Any
 
 if __package__ in (None, ""):  # run as a file: python timm_ext/train.py
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -72,9 +73,10 @@ def build_model(args: argparse.Namespace, device: torch.device, model_dtype: tor
     """timm's model set-up: create_model with the model flags, head init, grad checkpointing, split/sync BN, dtype
     and memory format. Returns the model and its resolved data config."""
     in_chans = args.in_chans if args.in_chans is not None else (args.input_size[0] if args.input_size else 3)
-    overlay = {"pretrained_cfg_overlay": dict(file=args.pretrained_path, num_classes=-1)} if args.pretrained_path \
-        else {}
-    model = create_model(args.model, pretrained=args.pretrained, in_chans=in_chans, num_classes=args.num_classes,
+    overlay: dict[str, Any] = {}
+    if args.pretrained_path:
+        overlay["pretrained_cfg_overlay"] = dict(file=args.pretrained_path, num_classes=-1)
+    model: Any = create_model(args.model, pretrained=args.pretrained, in_chans=in_chans, num_classes=args.num_classes,
                          drop_rate=args.drop, drop_path_rate=args.drop_path, drop_block_rate=args.drop_block,
                          global_pool=args.gp, bn_momentum=args.bn_momentum, bn_eps=args.bn_eps,
                          checkpoint_path=args.initial_checkpoint, **overlay, **args.model_kwargs)
@@ -100,7 +102,7 @@ def build_model(args: argparse.Namespace, device: torch.device, model_dtype: tor
     return model, data_config
 
 
-def _set_loader_epoch(loader: object, epoch: int) -> None:
+def _set_loader_epoch(loader: Any, epoch: int) -> None:
     """As timm: the dataset, batch sampler or sampler that reshuffles per epoch is told the epoch."""
     if hasattr(loader.dataset, "set_epoch"):
         loader.dataset.set_epoch(epoch)
@@ -194,7 +196,8 @@ def main(argv: list[str] | None = None) -> OrderedDict | None:
         if ema_state is not None:
             model_ema.module.load_state_dict(clean_state_dict(ema_state))
     if args.torchcompile:
-        model = torch.compile(model, backend=args.torchcompile, mode=args.torchcompile_mode)
+        # a compiled Module is an OptimizedModule (a Module); torch's stub types the result as a plain callable
+        model = torch.compile(model, backend=args.torchcompile, mode=args.torchcompile_mode)  # type: ignore[assignment]
     ddp_model = model
     if distributed:
         ddp_model = nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None,
@@ -238,7 +241,7 @@ def main(argv: list[str] | None = None) -> OrderedDict | None:
             train_metrics, eval_metrics = metrics
             saved_state = random_state.gather()  # every rank's, into rank 0's checkpoint
             latest_metric = (eval_metrics or train_metrics)[eval_metric]
-            if saver is not None:
+            if saver is not None and entries is not None:
                 entries.random_state = saved_state
                 best_metric, best_epoch = saver.save_checkpoint(epoch, metric=latest_metric)
                 entries.random_state = None

@@ -18,7 +18,7 @@ from ..context import Update
 from ..engine import SharpnessAware
 from ..hyper import COMMON, Hyper
 from ..registry import register
-from ..tensors import global_norm, polarized_cosine_
+from ..tensors import Tensors, global_norm, polarized_cosine_
 
 
 @register
@@ -46,7 +46,7 @@ class EVSAM(SharpnessAware):
             ctx.kept["eigvec"] = current
             return
         g0 = ctx.keep_grads("g0")
-        vec = self._random_unit(ctx) if current is None or not self.hp.eig_warm_start else current
+        vec: Tensors = self._random_unit(ctx) if current is None or not self.hp.eig_warm_start else current
         for j in range(self.hp.eig_iters):
             ctx.move_to_origin()
             torch._foreach_add_(ctx.params, vec, alpha=self.hp.eig_eps)

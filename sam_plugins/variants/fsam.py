@@ -35,7 +35,7 @@ class FSAM(SharpnessAware):
         if ema is None:
             ctx.stage(state={"ema": torch._foreach_mul(grads, 1.0)})
             return
-        new = []
+        new: list[Tensor] = []
         for span in ctx.spans:
             part = torch._foreach_mul(span.of(ema), span.hp["lam"])
             torch._foreach_add_(part, span.of(grads), alpha=1.0 - span.hp["lam"])
@@ -47,7 +47,7 @@ class FSAM(SharpnessAware):
         ema = ctx.kept.get("ema")
         if ema is None:
             return None
-        grads, direction = ctx.grads(), []
+        grads, direction = ctx.grads(), list[Tensor]()
         for span in ctx.spans:
             direction += torch._foreach_add(span.of(grads), span.of(ema), alpha=-span.hp["sigma"])
         return direction

@@ -27,7 +27,7 @@ from ..context import Update
 from ..engine import SharpnessAware
 from ..hyper import COMMON, Hyper, with_defaults
 from ..registry import register
-from ..tensors import global_norm, polarized_cosine_, to_host
+from ..tensors import Tensors, global_norm, polarized_cosine_, to_host
 
 GRAD_SCALES = ("norm_k", "norm_0", "mean_norm", "max_norm", "slope_k", "slope_m")
 GRID_TOLERANCE = 1e-5  # the official grid is numpy.arange(0, alpha_max + 1e-5, alpha_step)
@@ -140,7 +140,7 @@ class XSAM(SharpnessAware):
         (delta_norm,) = to_host(global_norm(params))
         plane = Plane.measure(params, grads, delta_norm, ctx.norms[self.hp.steps])
         probe = self._probe_due()
-        shifted = params
+        shifted: Tensors = params
         if probe or self.hp.grad_scale == "slope_m":
             shifted = torch._foreach_mul(params, 1.0)
         alpha, peak = self.scalars["alpha"], None
@@ -186,7 +186,7 @@ class XSAM(SharpnessAware):
                 "edge, not the probed maximum. opt.probe_history holds the probe curves; a larger alpha_max or "
                 "a smaller rho_m moves the maximum inside the grid.", RuntimeWarning, stacklevel=_caller_level())
 
-    def _probe_losses(self, ctx: Update, shifted: list[Tensor], plane: Plane, alphas: list[float]) -> list[float]:
+    def _probe_losses(self, ctx: Update, shifted: Tensors, plane: Plane, alphas: list[float]) -> list[float]:
         """L(ϑ_0 + ρ_m·v(α)) for each α, forward only, averaged over replicas when distributed."""
         grads, losses = ctx.grads(), []
         for alpha in alphas:
@@ -211,6 +211,7 @@ class XSAM(SharpnessAware):
         if choice == "slope_k":
             slope = (losses[k] - losses[0]) / plane.delta_norm if plane.delta_norm > 0 else 0.0
         else:
+            assert peak is not None, "slope_m always probes the peak"
             slope = (peak - losses[0]) / self.hp.rho_m
         return slope
 

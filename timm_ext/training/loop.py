@@ -31,7 +31,7 @@ class Run:
 
     args: argparse.Namespace
     model: nn.Module
-    ddp_model: nn.Module  # the model under DDP (the model itself in one process)
+    ddp_model: Any  # the model under DDP (the model itself in one process)
     optimizer: torch.optim.Optimizer
     loss_fn: nn.Module
     device: torch.device
@@ -161,8 +161,8 @@ def train_one_epoch(run: Run, epoch: int, loader: Any) -> OrderedDict:
                 loss_sum = loss_sum + loss.detach().float()
             return loss_sum
 
-        if sam is not None:
-            optimizer.step(forward_backward)
+        if sam is not None:  # torch's stub types a closure's result as float; the loss tensor is what torch returns
+            optimizer.step(forward_backward)  # type: ignore[arg-type]
         else:
             _step_plain(run, forward_backward)
         if run.scaler is not None:
@@ -211,7 +211,7 @@ def validate(run: Run, model: nn.Module, loader: Any) -> OrderedDict:
     criterion = nn.CrossEntropyLoss()
     with torch.inference_mode():
         for batch in loader:
-            x, y = _to_device(run, *batch, mix=False)
+            x, y = _to_device(run, batch[0], batch[1], mix=False)
             with run.amp():
                 output = model(x)
                 if isinstance(output, (tuple, list)):

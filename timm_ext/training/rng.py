@@ -31,7 +31,7 @@ def capture() -> State:
     return {
         "python": torch.tensor([version, *internal], dtype=torch.int64),
         "python_gauss": torch.tensor([gauss is not None, gauss or 0.0], dtype=torch.float64),
-        "numpy": torch.tensor([*keys.tolist(), pos, has_gauss], dtype=torch.int64),
+        "numpy": torch.tensor([*np.asarray(keys).tolist(), pos, has_gauss], dtype=torch.int64),
         "numpy_gauss": torch.tensor([cached], dtype=torch.float64),
         "torch": torch.get_rng_state(),
     }
@@ -64,7 +64,9 @@ class WorkerStates:
         loader.collate_fn = functools.partial(_collate_and_record, self, loader.collate_fn)
 
     def record(self) -> None:
-        worker = get_worker_info().id
+        info = get_worker_info()
+        assert info is not None, "record() runs inside a loader worker"
+        worker = info.id
         for key, value in capture().items():
             self.slots[key][worker].copy_(value)
         self.recorded[worker] = True
