@@ -75,8 +75,8 @@ class Update:
         self.norms: list[float] = []
         self.stats: dict[str, float] = {}
         self.kept: dict[str, Any] = {}
-        self.staged = Staged()
-        self.passes = passes
+        self._staged = Staged()
+        self._passes = passes
         self._owner = owner
 
     def grads(self) -> list[Tensor]:
@@ -102,10 +102,10 @@ class Update:
               counts: dict[str, int] | None = None) -> None:
         """Changes to commit when the base optimizer steps: per-parameter ``state`` (lists aligned with
         ``params``), ``scalars`` (replaced in ``opt.scalars``) and ``counts`` (added to ``opt.counters``)."""
-        self.staged.state.update(state or {})
-        self.staged.scalars.update(scalars or {})
+        self._staged.state.update(state or {})
+        self._staged.scalars.update(scalars or {})
         for key, count in (counts or {}).items():
-            self.staged.counts[key] = self.staged.counts.get(key, 0) + count
+            self._staged.counts[key] = self._staged.counts.get(key, 0) + count
 
     def move_to_origin(self) -> None:
         """Put θ back into ``params``."""
@@ -113,16 +113,16 @@ class Update:
 
     def gradient_pass(self) -> Tensor:
         """Run the closure at the current ``params`` for a fresh gradient (RNG replayed); returns its loss."""
-        return self.passes.gradient(self)
+        return self._passes.gradient(self)
 
     def forward_pass(self) -> Tensor:
         """The loss at the current ``params``, forward only; the stored gradients are left as they are."""
-        return self.passes.forward(self)
+        return self._passes.forward(self)
 
     def checked_norm(self, loss: Tensor, tensors: Tensors, what: str) -> float:
         """The global norm of ``tensors``; raises ``SkipUpdate(what)`` if it or ``loss`` is not finite (on any
         replica, when distributed)."""
-        _, norm, finite = self.passes.to_host_checked(loss, tensors)
+        _, norm, finite = self._passes.to_host_checked(loss, tensors)
         if not finite:
             raise SkipUpdate(what)
         return norm

@@ -254,7 +254,7 @@ class SharpnessAware(torch.optim.Optimizer):
     def _measure(self, ctx: Update, loss: Tensor) -> None:
         """Record the loss and gradient norm of the latest ascent pass; SkipUpdate if either is not finite."""
         i = len(ctx.losses)
-        loss_value, norm, finite = ctx.passes.to_host_checked(loss, ctx.grads())
+        loss_value, norm, finite = ctx._passes.to_host_checked(loss, ctx.grads())
         ctx.losses.append(loss_value)
         ctx.norms.append(norm)
         if not finite:
@@ -279,15 +279,15 @@ class SharpnessAware(torch.optim.Optimizer):
         grads = ctx.grads()
         ctx.local_ascent_mean_(grads)
         if self.grad_scaler is not None:
-            torch._foreach_mul_(grads, ctx.passes.loss_scale)
+            torch._foreach_mul_(grads, ctx._passes.loss_scale)
             self.grad_scaler.unscale_(self.base)
         if self.hp.max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(ctx.params, self.hp.max_grad_norm, foreach=True)
-        for key, tensors in ctx.staged.state.items():
+        for key, tensors in ctx._staged.state.items():
             for p, t in zip(ctx.params, tensors):
                 self.state[p][key] = t
-        self.scalars.update(ctx.staged.scalars)
-        for key, count in ctx.staged.counts.items():
+        self.scalars.update(ctx._staged.scalars)
+        for key, count in ctx._staged.counts.items():
             self.counters[key] += count
         self.counters["updates"] += 1
         k = self.hp.steps
