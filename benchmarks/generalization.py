@@ -355,11 +355,20 @@ def _describe(config: str) -> str:
 
 
 # ----------------------------------------------------------------------------------------------- rendering
-def _runs(rows: list[dict[str, Any]], task: str, noise: float, method: str, config: str, seeds: int
-          ) -> dict[int, dict]:
-    """The runs of one configuration on seeds 0 … seeds − 1 (the equal-ρ comparison runs some on more seeds)."""
-    return {r["seed"]: r for r in rows if (r["task"], r["noise"], r["method"], r["config"]) ==
-            (task, noise, method, config) and r["seed"] < seeds}
+class Runs:
+    """The rows indexed once for rendering: each configuration's runs by seed, and each column's chosen
+    configurations."""
+
+    def __init__(self, rows: list[dict[str, Any]], meta: dict[str, Any]) -> None:
+        self.rows, self.meta = rows, meta
+        self.by_config: dict[tuple[str, float, str, str], dict[int, dict]] = {}
+        for r in rows:
+            self.by_config.setdefault((r["task"], r["noise"], r["method"], r["config"]), {})[r["seed"]] = r
+        self.picks = {column: chosen(rows, meta, column) for column in COLUMNS}
+
+    def of(self, task: str, noise: float, method: str, config: str, seeds: int) -> dict[int, dict]:
+        """The runs of one configuration on seeds 0 … seeds − 1 (the equal-ρ comparison runs some on more seeds)."""
+        return {s: r for s, r in self.by_config.get((task, noise, method, config), {}).items() if s < seeds}
 
 
 def _at_edge(method: str, config: str, meta: dict[str, Any]) -> bool:
@@ -367,8 +376,8 @@ def _at_edge(method: str, config: str, meta: dict[str, Any]) -> bool:
     return method not in (BASE, BASE_2X) and config in (configs[0], configs[-1])
 
 
-def main_tables(rows: list[dict[str, Any]], meta: dict[str, Any]) -> list[str]:
-    picks = {column: chosen(rows, meta, column) for column in COLUMNS}
+def main_tables(runs_of: Runs) -> list[str]:
+    rows, meta, picks = runs_of.rows, runs_of.meta, runs_of.picks
     lines = []
     for task in meta["tasks"]:
         for noise in meta["noises"]:
@@ -381,17 +390,17 @@ def main_tables(rows: list[dict[str, Any]], meta: dict[str, Any]) -> list[str]:
                 config = picks["early"].get((task, noise, method))
                 if config is not None:
                     reference[method] = {s: r["es_test_acc"] for s, r in
-                                         _runs(rows, task, noise, method, config, meta["seeds"]).items()}
+                                         runs_of.of(task, noise, method, config, meta["seeds"]).items()}
             for method in meta["methods"]:
                 if (task, noise, method) not in picks["final"]:
                     continue
                 cells = [method]
                 for column in COLUMNS:
                     config = picks[column][(task, noise, method)]
-                    runs = _runs(rows, task, noise, method, config, meta["seeds"])
+                    runs = runs_of.of(task, noise, method, config, meta["seeds"])
                     edge = " (edge)" if _at_edge(method, config, meta) else ""
                     cells += [_describe(config) + edge, _mean_ci([_score(r, column, "test") for r in runs.values()])]
-                early_runs = _runs(rows, task, noise, method, picks["early"][(task, noise, method)], meta["seeds"])
+                early_runs = runs_of.of(task, noise, method, picks["early"][(task, noise, method)], meta["seeds"])
                 early = {s: r["es_test_acc"] for s, r in early_runs.items()}
                 cells += [_paired(early, reference[m]) if m in reference and m != method else "—"
                           for m in (BASE, "sam")]
@@ -402,17 +411,17 @@ def main_tables(rows: list[dict[str, Any]], meta: dict[str, Any]) -> list[str]:
     return lines
 
 
-def headlines(rows: list[dict[str, Any]], meta: dict[str, Any]) -> list[str]:
+def headlines(runs_of: Runs) -> list[str]:
     """One sentence per task and noise level with the numbers a reader asks first, taken from the tables' data."""
-    picks = {column: chosen(rows, meta, column) for column in COLUMNS}
+    meta, picks = runs_of.meta, runs_of.picks
     lines = []
     for task in meta["tasks"]:
         for noise in meta["noises"]:
             scores: dict[str, dict[str, dict[int, float]]] = {}
             for method in (BASE, BASE_2X, "sam", "xsam"):
                 if (task, noise, method) in picks["final"]:
-                    scores[method] = {column: {s: _score(r, column, "test") for s, r in _runs(
-                        rows, task, noise, method, picks[column][(task, noise, method)], meta["seeds"]).items()}
+                    scores[method] = {column: {s: _score(r, column, "test") for s, r in runs_of.of(
+                        task, noise, method, picks[column][(task, noise, method)], meta["seeds"]).items()}
                         for column in COLUMNS}
             if not {BASE, "sam", "xsam"} <= set(scores):
                 continue
@@ -424,7 +433,8 @@ def headlines(rows: list[dict[str, Any]], meta: dict[str, Any]) -> list[str]:
     return lines
 
 
-def protocol_tables(rows: list[dict[str, Any]], meta: dict[str, Any]) -> list[str]:
+def protocol_tables(runs_of: Runs) -> list[str]:
+    rows, meta = runs_of.rows, runs_of.meta
     methods = (BASE, TWO_PASS_SGD, "sam", "wsam", FIXED_ALPHA, "xsam")
     lines = []
     for task in meta["paired_tasks"]:
@@ -435,7 +445,7 @@ def protocol_tables(rows: list[dict[str, Any]], meta: dict[str, Any]) -> list[st
                 if configs is None:
                     continue
                 tests = {m: {s: r["test_acc"] for s, r in
-                             _runs(rows, task, noise, m, as_config(configs[m]), meta["paired_seeds"]).items()}
+                             runs_of.of(task, noise, m, as_config(configs[m]), meta["paired_seeds"]).items()}
                          for m in methods}
                 if any(len(t) < meta["paired_seeds"] for t in tests.values()):
                     continue
@@ -460,9 +470,10 @@ def render(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
              "the epoch of best validation accuracy (early-stopped). Δ: paired per-seed difference of the "
              "early-stopped scores, mean [95 % CI] (seeds where it is > 0). (edge): the choice sits at an end of the "
              f"grid. collapsed: runs of the method's grid ending below {COLLAPSED:g} % test accuracy."]
-    lines += ["", *headlines(rows, meta)]
-    lines += main_tables(rows, meta)
-    lines += protocol_tables(rows, meta)
+    runs_of = Runs(rows, meta)
+    lines += ["", *headlines(runs_of)]
+    lines += main_tables(runs_of)
+    lines += protocol_tables(runs_of)
     collapses = sorted({(r["task"], r["noise"], r["method"], r["config"]) for r in rows
                         if r["test_acc"] < COLLAPSED and r["task"] in meta["tasks"]})
     if collapses:
@@ -490,6 +501,7 @@ def configurations(rows: list[dict[str, Any]]) -> str:
 def sensitivity(rows: list[dict[str, Any]], meta: dict[str, Any]) -> dict[str, Any]:
     """The figure's data: per task and noise, each variant's last-epoch test accuracy per seed against ρ (ASAM's
     ρ / 10, on the same axis), and the base's chosen mean."""
+    runs_of = Runs(rows, meta)
     data: dict[str, Any] = {}
     for task in meta["tasks"]:
         for noise in meta["noises"]:
@@ -503,10 +515,10 @@ def sensitivity(rows: list[dict[str, Any]], meta: dict[str, Any]) -> dict[str, A
                                 and r["seed"] < meta["sweep_seeds"])
                 if points:
                     panel[method] = points
-            base = chosen(rows, meta, "final").get((task, noise, BASE))
+            base = runs_of.picks["final"].get((task, noise, BASE))
             if base is not None:
                 panel[BASE] = statistics.fmean(r["test_acc"] for r in
-                                               _runs(rows, task, noise, BASE, base, meta["seeds"]).values())
+                                               runs_of.of(task, noise, BASE, base, meta["seeds"]).values())
             data[f"{task}, {noise:.0%} noise"] = panel
     return data
 

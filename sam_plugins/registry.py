@@ -7,6 +7,8 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from torch import nn
+
     from .engine import SharpnessAware
 
 _VARIANTS: dict[str, type[SharpnessAware]] = {}
@@ -48,6 +50,6 @@ def get(name: str) -> type[SharpnessAware]:
         raise ValueError(f"unknown sharpness-aware variant {name!r}; choose one of {available()}") from None
 
 
-def create(name: str, params: Iterable[Any], base: Any = "sgd", **kwargs: Any) -> SharpnessAware:
+def create(name: str, params: Iterable[Any] | nn.Module, base: Any = "sgd", **kwargs: Any) -> SharpnessAware:
     """``get(name)(params, base, **kwargs)``: hyperparameters of the variant plus the base's keywords."""
     return get(name)(params, base, **kwargs)
