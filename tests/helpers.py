@@ -1,7 +1,8 @@
-"""Small helpers shared by the integration tests."""
+"""Small helpers shared by the tests."""
 
 from __future__ import annotations
 
+import io
 import socket
 from typing import Any
 
@@ -31,3 +32,30 @@ def assert_equal_nested(a: Any, b: Any, where: str = "state") -> None:
             assert_equal_nested(x, y, f"{where}[{i}]")
     else:
         assert a == b, where
+
+
+def state_bytes(opt: torch.optim.Optimizer) -> bytes:
+    """The optimizer's state dict as ``torch.save`` writes it (equal bytes: equal state)."""
+    buffer = io.BytesIO()
+    torch.save(opt.state_dict(), buffer)
+    return buffer.getvalue()
+
+
+def mse_closure(opt: Any, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, helper: bool = True,
+                poison: dict[int, float] | None = None) -> Any:
+    """A closure; ``poison`` maps call numbers (1-based) to a loss multiplier (nan, inf) for that call."""
+    calls = {"n": 0}
+
+    def closure() -> torch.Tensor:
+        calls["n"] += 1
+        loss = ((model(x) - y) ** 2).mean()
+        if poison and calls["n"] in poison:
+            loss = loss * poison[calls["n"]]
+        if helper:
+            opt.backward(loss)
+        else:
+            loss.backward()
+        return loss
+
+    closure.calls = calls  # type: ignore[attr-defined]
+    return closure

@@ -3,23 +3,13 @@ gradients under a GradScaler, torch's state-dict hooks, and constructor help gen
 
 from __future__ import annotations
 
-import io
-
 import pytest
 import torch
+from helpers import mse_closure, state_bytes
 from reference import flat, make_data, make_model
 
 import sam_plugins
 from sam_plugins import COMMON, Hyper, SharpnessAware, SkipUpdate, Update, with_defaults
-
-
-def closure_for(opt, model, x, y):
-    def closure():
-        loss = ((model(x) - y) ** 2).mean()
-        opt.backward(loss)
-        return loss
-
-    return closure
 
 
 class Recording(SharpnessAware):
@@ -47,19 +37,13 @@ class Recording(SharpnessAware):
             raise SkipUpdate("the test's combine", "found nothing")
 
 
-def state_bytes(opt) -> bytes:
-    buffer = io.BytesIO()
-    torch.save(opt.state_dict(), buffer)
-    return buffer.getvalue()
-
-
 @pytest.mark.parametrize(("fail_in", "message"), [("prepare", "the test's prepare had a non-finite loss or gradient"),
                                                   ("combine", "the test's combine found nothing")])
 def test_skip_update_from_a_hook_changes_nothing_and_is_reported(fail_in, message):
     model, (x, y) = make_model(), make_data()
     opt = Recording(model, lr=0.1, momentum=0.9, fail_in=fail_in)
     before, state = flat(model), state_bytes(opt)
-    opt.step(closure_for(opt, model, x, y))
+    opt.step(mse_closure(opt, model, x, y))
     assert torch.equal(flat(model), before)
     assert opt.counters == {"updates": 0, "skipped": 1, "combined": 0}
     assert opt.last_skip == message
@@ -70,7 +54,7 @@ def test_skip_update_from_a_hook_changes_nothing_and_is_reported(fail_in, messag
 def test_staged_state_is_committed_at_the_base_step():
     model, (x, y) = make_model(), make_data()
     opt = Recording(model, lr=0.1)
-    opt.step(closure_for(opt, model, x, y))
+    opt.step(mse_closure(opt, model, x, y))
     assert opt.counters == {"updates": 1, "skipped": 0, "combined": 1}
     assert all(torch.equal(opt.state[p]["last"], p.grad) for p in model.parameters())
 
@@ -81,7 +65,7 @@ def test_hooks_see_gradients_in_true_units_under_a_grad_scaler():
     for scaler in (None, torch.amp.GradScaler("cpu", init_scale=2.0**12)):
         model, (x, y) = make_model(), make_data()
         opt = Recording(model, lr=0.1, steps=2, grad_scaler=scaler)
-        opt.step(closure_for(opt, model, x, y))
+        opt.step(mse_closure(opt, model, x, y))
         seen.append((opt.seen, flat(model)))
     (plain, plain_after), (scaled, scaled_after) = seen
     assert scaled["norms"] == plain["norms"]
@@ -92,7 +76,7 @@ def test_hooks_see_gradients_in_true_units_under_a_grad_scaler():
 def test_torchs_state_dict_hooks_fire():
     model, (x, y) = make_model(), make_data()
     opt = sam_plugins.create("xsam", model, lr=0.1)
-    opt.step(closure_for(opt, model, x, y))
+    opt.step(mse_closure(opt, model, x, y))
     calls = []
     opt.register_state_dict_pre_hook(lambda o: calls.append(("save-pre", o is opt)))
     opt.register_state_dict_post_hook(lambda o, sd: {**sd, "note": "added"})

@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from helpers import mse_closure, state_bytes
 from reference import flat, make_data, make_model
 from torch import nn
 
@@ -16,31 +17,6 @@ from sam_plugins.tensors import polarized_cosine_
 from sam_plugins.variants.xsam import Plane
 
 ALL = sam_plugins.available()
-
-
-def mse_closure(opt, model, x, y, *, helper=True, poison=None):
-    """A closure; ``poison`` maps call numbers (1-based) to a loss multiplier (nan, inf) for that call."""
-    calls = {"n": 0}
-
-    def closure():
-        calls["n"] += 1
-        loss = ((model(x) - y) ** 2).mean()
-        if poison and calls["n"] in poison:
-            loss = loss * poison[calls["n"]]
-        if helper:
-            opt.backward(loss)
-        else:
-            loss.backward()
-        return loss
-
-    closure.calls = calls
-    return closure
-
-
-def snapshot(opt):
-    buffer = io.BytesIO()
-    torch.save(opt.state_dict(), buffer)
-    return buffer.getvalue()
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -62,7 +38,7 @@ def test_non_finite_pass_skips_without_changing_anything(name, bad_call, bad_val
     x, y = make_data()
     opt = sam_plugins.create(name, model.parameters(), base="adamw", lr=0.01, steps=2)
     opt.step(mse_closure(opt, model, x, y))
-    params, state, counters = flat(model), snapshot(opt), dict(opt.counters)
+    params, state, counters = flat(model), state_bytes(opt), dict(opt.counters)
     loss = opt.step(mse_closure(opt, model, x, y, poison={bad_call: bad_value}))
     assert isinstance(loss, torch.Tensor)
     assert torch.equal(flat(model), params)
@@ -472,12 +448,12 @@ def test_skipped_first_update_stages_no_variant_state(name, bad_call, failed):
     model = make_model()
     x, y = make_data()
     opt = sam_plugins.create(name, model.parameters(), lr=0.1)
-    fresh = snapshot(opt)
+    fresh = state_bytes(opt)
     opt.step(mse_closure(opt, model, x, y, poison={bad_call: float("nan")}))
     assert opt.last_skip == f"{failed} had a non-finite loss or gradient"
     assert (opt.counters["updates"], opt.counters["skipped"]) == (0, 1)
     opt.counters["skipped"] = 0
-    assert snapshot(opt) == fresh
+    assert state_bytes(opt) == fresh
     assert not getattr(opt, "probe_history", None)
 
 
@@ -592,8 +568,8 @@ def test_loading_the_state_of_another_base_is_refused_before_anything_changes(sa
     opt = sam_plugins.create("sam", model.parameters(), base=saved, lr=0.1)
     opt.step(mse_closure(opt, model, x, y))
     other = sam_plugins.create("sam", make_model().parameters(), base=loading, lr=0.1)
-    fresh = snapshot(other)
+    fresh = state_bytes(other)
     with pytest.raises(ValueError, match=rf"saved with base optimizer torch\.optim\.\w+\.{type(opt.base).__name__}, "
                                          rf"this optimizer's base is torch\.optim\.\w+\.{type(other.base).__name__};"):
         other.load_state_dict(opt.state_dict())
-    assert snapshot(other) == fresh
+    assert state_bytes(other) == fresh

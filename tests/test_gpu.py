@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import state_bytes
 from torch import nn
 
 import sam_plugins
@@ -46,12 +47,6 @@ def closure_for(opt, model, x, y, dtype=None, poison_call=None):
         return loss
 
     return closure
-
-
-def state_bytes(opt) -> bytes:
-    buffer = io.BytesIO()
-    torch.save(opt.state_dict(), buffer)
-    return buffer.getvalue()
 
 
 def params(model) -> torch.Tensor:
