@@ -43,13 +43,18 @@ class Namespace:
 
 
 class SharpnessAware(torch.optim.Optimizer):
-    """SAM's update over a base optimizer; the base class of every variant."""
+    """SAM's update over a base optimizer; the base class of every variant (see the module's docstring)."""
 
     name: ClassVar[str] = "sam"
     hyperparameters: ClassVar[tuple[Hyper, ...]] = COMMON
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        cls._describe_constructor()
+
+    @classmethod
+    def _describe_constructor(cls) -> None:
+        """The signature and the ``Args:`` docstring Python's tools show, from the declarations."""
         cls.__signature__ = constructor_signature(cls)  # type: ignore[attr-defined]
         summary = cls.__dict__.get("__doc__") or f"The sharpness-aware variant {cls.name!r}."
         cls.__doc__ = constructor_docstring(summary, cls)
@@ -301,7 +306,4 @@ class SharpnessAware(torch.optim.Optimizer):
         self.after_step(ctx)
 
 
-SharpnessAware.__signature__ = constructor_signature(SharpnessAware)  # type: ignore[attr-defined]
-SharpnessAware.__doc__ = constructor_docstring(
-    """SAM's update over a base optimizer; the base class of every variant (see the module's docstring).""",
-    SharpnessAware)
+SharpnessAware._describe_constructor()
